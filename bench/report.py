@@ -1,0 +1,267 @@
+"""The benchmark's table: each figure, its baseline, the ratio, the peers, the issue's target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+Path = tuple[str, ...]
+Check = Callable[[str, float, float | None], tuple[str, bool | None]]
+
+
+def _at_least_twice_raw(_db: str, value: float, base: float | None) -> tuple[str, bool | None]:
+    return ">= 2x raw", None if base is None else value >= 2 * base
+
+
+def _pickup(db: str, value: float, base: float | None) -> tuple[str, bool | None]:
+    if db == "sqlite":
+        return "p50 <= 5 ms", value <= 5.0
+    return "p50 <= raw", None if base is None else value <= base
+
+
+def _statements(_db: str, value: float, _base: float | None) -> tuple[str, bool | None]:
+    return "<= 1", value <= 1.0
+
+
+def _rss(_db: str, value: float, _base: float | None) -> tuple[str, bool | None]:
+    return "<= 40 MB", value <= 40.0
+
+
+def _progress(_db: str, value: float, _base: float | None) -> tuple[str, bool | None]:
+    return "<= 0.2 s", value <= 0.2
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    stask: Path | None  # in results[db]["stask"]
+    raw: Path | None  # in results[db]["raw"], or results[db]["stask"] when raw_from_stask
+    peer: Path | None = None  # in results["peers"][system], PostgreSQL rows only
+    better: str = "higher"
+    check: Check | None = None
+    dialects: tuple[str, ...] = ("sqlite", "postgresql")
+    raw_from_stask: bool = False
+
+
+FIGURES = (
+    Figure(
+        "enqueue/s, create() one by one",
+        ("enqueue", "per_second"),
+        ("enqueue", "per_second"),
+        ("enqueue", "per_second"),
+    ),
+    Figure(
+        "bulk enqueue/s, create_many() x1,000",
+        ("drain_c4", "bulk_enqueue", "per_second"),
+        ("drain_c4", "bulk_enqueue", "per_second"),
+        ("drain_c4", "bulk_enqueue", "per_second"),
+    ),
+    Figure(
+        "drain/s, concurrency 1",
+        ("drain_c1", "per_second"),
+        ("drain_c1", "per_second"),
+        ("drain_c1", "per_second"),
+        check=_at_least_twice_raw,
+    ),
+    Figure(
+        "drain/s, concurrency 4",
+        ("drain_c4", "per_second"),
+        ("drain_c4", "per_second"),
+        ("drain_c4", "per_second"),
+        check=_at_least_twice_raw,
+    ),
+    Figure(
+        "drain/s, pgqueuer defaults",
+        None,
+        None,
+        ("drain_defaults", "per_second"),
+        dialects=("postgresql",),
+    ),
+    Figure(
+        "pickup p50 ms, producer elsewhere",
+        ("latency_other", "p50_ms"),
+        ("latency", "p50_ms"),
+        ("latency", "p50_ms"),
+        better="lower",
+        check=_pickup,
+    ),
+    Figure(
+        "pickup p95 ms, producer elsewhere",
+        ("latency_other", "p95_ms"),
+        ("latency", "p95_ms"),
+        ("latency", "p95_ms"),
+        better="lower",
+    ),
+    Figure(
+        "pickup p50 ms, same-process create()",
+        ("latency_same", "p50_ms"),
+        ("latency", "p50_ms"),
+        better="lower",
+        check=_pickup,
+    ),
+    Figure(
+        "pickup p95 ms, same-process create()",
+        ("latency_same", "p95_ms"),
+        ("latency", "p95_ms"),
+        better="lower",
+    ),
+    Figure(
+        "SQL statements/task, drain c=4",
+        ("drain_c4", "sql", "statements_per_task"),
+        ("drain_c4", "sql", "statements_per_task"),
+        ("drain_c4", "sql", "statements_per_task"),
+        better="lower",
+        check=_statements,
+    ),
+    Figure(
+        "SQL statements/task, drain c=1",
+        ("drain_c1", "sql", "statements_per_task"),
+        ("drain_c1", "sql", "statements_per_task"),
+        ("drain_c1", "sql", "statements_per_task"),
+        better="lower",
+        check=_statements,
+    ),
+    Figure(
+        "round trips/task, drain c=4",
+        ("drain_c4", "sql", "round_trips_per_task"),
+        ("drain_c4", "sql", "round_trips_per_task"),
+        ("drain_c4", "sql", "round_trips_per_task"),
+        better="lower",
+    ),
+    Figure(
+        "idle runner RSS MB",
+        ("idle_rss", "rss_mb"),
+        ("idle_rss", "rss_mb"),
+        ("idle_rss", "rss_mb"),
+        better="lower",
+        check=_rss,
+    ),
+    Figure(
+        "progress() x100k: task s (raw: empty loop)",
+        ("progress", "progress_seconds"),
+        ("progress", "empty_seconds"),
+        better="lower",
+        raw_from_stask=True,
+    ),
+    Figure(
+        "progress() x100k: overhead s",
+        ("progress", "overhead_seconds"),
+        None,
+        better="lower",
+        check=_progress,
+    ),
+)
+PEERS = ("pgqueuer", "procrastinate")
+
+
+def _dig(tree: Any, path: Path | None) -> tuple[float | None, str | None]:
+    """The number at ``path``, or None with the error or partial note found on the way."""
+    if path is None:
+        return None, None
+    node = tree
+    for key in path:
+        if not isinstance(node, dict):
+            return None, None
+        if "error" in node:
+            return None, str(node["error"])
+        node = node.get(key)
+    if isinstance(node, int | float):
+        return float(node), None
+    return None, None
+
+
+def _partial(tree: Any, path: Path | None) -> str | None:
+    """A capped drain's note, for the figures measured on that drain (not its bulk enqueue)."""
+    if path and "bulk_enqueue" in path:
+        return None
+    if path and isinstance(tree, dict) and isinstance(tree.get(path[0]), dict):
+        note = tree[path[0]].get("partial")
+        return str(note) if note else None
+    return None
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    results = report["results"]
+    rows = []
+    for db in ("sqlite", "postgresql"):
+        if db not in results:
+            continue
+        for figure in FIGURES:
+            if db not in figure.dialects:
+                continue
+            rows.append(_row(figure, db, results))
+    return [row for row in rows if any(row[k] is not None for k in ("stask", "raw", *PEERS))]
+
+
+def _row(figure: Figure, db: str, results: dict[str, Any]) -> dict[str, Any]:
+    mine = results[db].get("stask", {})
+    base_tree = mine if figure.raw_from_stask else results[db].get("raw", {})
+    value, error = _dig(mine, figure.stask)
+    base, base_error = _dig(base_tree, figure.raw)
+    row: dict[str, Any] = {
+        "figure": figure.label,
+        "db": db,
+        "better": figure.better,
+        "stask": value,
+        "raw": base,
+        "ratio": round(value / base, 3) if value is not None and base else None,
+        "errors": [e for e in (error, base_error) if e],
+        "target": None,
+        "met": None,
+    }
+    for system in PEERS:
+        tree = results.get("peers", {}).get(system, {}) if db == "postgresql" else {}
+        row[system], peer_error = _dig(tree, figure.peer)
+        row[f"{system}_note"] = peer_error or _partial(tree, figure.peer)
+    if figure.check is not None and value is not None:
+        row["target"], row["met"] = figure.check(db, value, base)
+    return row
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    table = Table(title=f"stask benchmark - {report['command']}", title_justify="left")
+    for name in ("figure", "db", "stask", "raw loop", "stask/raw", *PEERS, "target", "met"):
+        numeric = name not in ("figure", "db", "target", "met")
+        table.add_column(name, justify="right" if numeric else "left")
+    notes: list[str] = []
+    for row in report["table"]:
+        cells = [row["figure"], "SQLite" if row["db"] == "sqlite" else "PostgreSQL"]
+        cells.append(_fmt(row["stask"]) if not row["errors"] else "error")
+        cells += [_fmt(row["raw"]), f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"]
+        for system in PEERS:
+            cell = _fmt(row[system])
+            if row[f"{system}_note"]:
+                notes.append(
+                    f"[{len(notes) + 1}] {system}, {row['figure']}: {row[system + '_note']}"
+                )
+                cell += f" [{len(notes)}]"
+            cells.append(cell)
+        met = {True: "[green]met[/]", False: "[red]MISSED[/]", None: "-"}[row["met"]]
+        cells += [row["target"] or "", met]
+        for error in row["errors"]:
+            notes.append(f"[{len(notes) + 1}] {row['figure']} ({row['db']}): {error}")
+        table.add_row(*cells)
+    console = Console(width=180)
+    console.print(table)
+    for note in notes:
+        console.print(note, soft_wrap=True)
+    machine = report["machine"]
+    console.print(
+        f"{machine.get('cores')} cores, Python {machine.get('python')}, SQLite "
+        f"{machine.get('sqlite')}, PostgreSQL {machine.get('postgresql', '-')}; stask/raw "
+        "above 1 is better for rates, below 1 for times, sizes and counts."
+    )

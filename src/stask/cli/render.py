@@ -1,0 +1,173 @@
+"""Turning tasks, workers and logs into terminal output with rich."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from stask.models import LogEntry, Task, WorkerInfo
+
+STATUS_STYLES = {
+    "pending": "blue",
+    "scheduled": "cyan",
+    "retrying": "magenta",
+    "preparing": "yellow",
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "grey50",
+}
+LEVEL_STYLES = {
+    "debug": "grey50",
+    "info": "",
+    "warning": "yellow",
+    "error": "red",
+    "critical": "bold red",
+}
+
+
+_INLINE_MARKDOWN = re.compile(r"\*\*(.+?)\*\*|`([^`]+)`")
+
+
+def markdown_text(message: str | None) -> Text:
+    """A task message (Markdown, raw HTML off) as terminal text: **bold** and `code` spans."""
+    text = Text()
+    source = message or ""
+    position = 0
+    for match in _INLINE_MARKDOWN.finditer(source):
+        text.append(source[position : match.start()])
+        bold, code = match.groups()
+        text.append(bold if bold is not None else code, style="bold" if bold else "cyan")
+        position = match.end()
+    text.append(source[position:])
+    return text
+
+
+def nice_eta(seconds: int | None) -> str:
+    """``2m 30s`` as the seed's niceEta; ``—`` when unknown."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.replace(tzinfo=dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_text(task: Task) -> Text:
+    shown = task.display_status
+    return Text(shown, style=STATUS_STYLES.get(shown, ""))
+
+
+def progress_cell(task: Task, width: int = 20) -> RenderableType:
+    bar = ProgressBar(total=100, completed=task.progress, width=width)
+    counts = f" {task.progress:3d}%"
+    if task.total:
+        counts += f" {task.processed}/{task.total}"
+    return Group(bar, Text(counts)) if width < 12 else _inline(bar, counts)
+
+
+def _inline(bar: ProgressBar, counts: str) -> Table:
+    grid = Table.grid(padding=(0, 0))
+    grid.add_row(bar, Text(counts))
+    return grid
+
+
+def tasks_table(tasks: Sequence[Task], *, title: str | None = None) -> Table:
+    table = Table(title=title, expand=False)
+    table.add_column("ID", justify="right")
+    table.add_column("Worker")
+    table.add_column("Action")
+    table.add_column("Status")
+    table.add_column("Priority")
+    table.add_column("Progress", no_wrap=True)
+    table.add_column("ETA", justify="right")
+    table.add_column("Message", overflow="ellipsis", max_width=60, no_wrap=True)
+    table.add_column("Created", no_wrap=True)
+    for task in tasks:
+        table.add_row(
+            str(task.id),
+            task.identifier,
+            task.action,
+            status_text(task),
+            task.priority.value,
+            progress_cell(task),
+            nice_eta(task.eta_seconds) if task.status.value == "running" else "",
+            markdown_text(task.message),
+            when(task.created_at),
+        )
+    return table
+
+
+def task_detail(task: Task) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, RenderableType]] = [
+        ("Task", f"#{task.id} {task.identifier} → {task.action}"),
+        ("Status", status_text(task)),
+        ("Priority", task.priority.value),
+        ("Queue", task.queue),
+        ("Progress", progress_cell(task, width=30)),
+        ("ETA", nice_eta(task.eta_seconds)),
+        ("Message", markdown_text(task.message)),
+        ("Attempts", f"{task.attempts} of {task.max_attempts}"),
+        ("Options", Text(str(task.options))),
+        ("Result", Text("" if task.result is None else str(task.result))),
+        ("Created", when(task.created_at)),
+        ("Run at", when(task.run_at)),
+        ("Started", when(task.started_at)),
+        ("Finished", when(task.finished_at)),
+    ]
+    if task.duration_ms is not None:
+        rows.append(("Duration", f"{task.duration_ms / 1000:.2f} s"))
+    if task.error:
+        rows.append(("Error", Text(task.error.rstrip(), style="red")))
+    for label, value in rows:
+        grid.add_row(label, value)
+    return grid
+
+
+def workers_table(workers: Sequence[WorkerInfo], counts: dict[str, int]) -> Table:
+    table = Table()
+    for column in ("Identifier", "Title", "Scope", "Status", "Actions", "Tasks", "Class"):
+        table.add_column(column)
+    for info in workers:
+        state = "orphaned" if info.orphaned else ("active" if info.active else "inactive")
+        style = {"active": "green", "inactive": "grey50", "orphaned": "red"}[state]
+        table.add_row(
+            info.identifier,
+            info.title,
+            info.scope,
+            Text(state, style=style),
+            ", ".join(info.actions),
+            str(counts.get(info.identifier, 0)),
+            info.class_path,
+        )
+    return table
+
+
+def log_line(entry: LogEntry) -> Text:
+    line = Text(f"[{when(entry.ts)}] ")
+    line.append(f"{entry.level.upper():8}", style=LEVEL_STYLES.get(entry.level, ""))
+    line.append(f" {entry.message}")
+    context = {k: v for k, v in entry.context.items() if k != "traceback"}
+    if context:
+        line.append(f" {context}", style="grey50")
+    if "traceback" in entry.context:
+        line.append("\n" + str(entry.context["traceback"]).rstrip(), style="red")
+    return line

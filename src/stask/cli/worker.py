@@ -1,0 +1,145 @@
+"""`stask worker`: the runner daemon, with signal handling and an optional process supervisor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+import click
+
+from stask.cli.base import pass_app
+from stask.core.facade import Stask
+from stask.runner import Runner, RunnerOptions
+from stask.runner.daemon import default_concurrency
+
+log = logging.getLogger("stask.runner")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+# Shared with `stask run`, which runs the same runner in the foreground.
+concurrency_option = click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=default_concurrency,
+    show_default="2 x CPUs",
+    help="Tasks run at once (threads) per process.",
+)
+poll_option = click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Longest wait between claims when nothing is due.",
+)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def install_stop_handlers(runner: Runner) -> None:
+    """First SIGTERM/SIGINT: stop claiming and drain; a second one exits at once."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if runner.stopping:
+            log.warning(
+                "second %s: exiting now; the rescuer recovers held tasks",
+                signal.Signals(signum).name,
+            )
+            os._exit(1)
+        log.info(
+            "%s: finishing running tasks (grace %.0f s); repeat to exit at once",
+            signal.Signals(signum).name,
+            runner.options.grace_seconds,
+        )
+        runner.request_stop()
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle)
+
+
+def supervise(processes: int, argv: list[str]) -> int:
+    """Run ``processes`` single-process runners and pass stop signals on to them."""
+    children = [subprocess.Popen([sys.executable, "-m", "stask", *argv]) for _ in range(processes)]
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, forward)
+    return max(child.wait() for child in children)
+
+
+@click.command()
+@concurrency_option
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    help="Serve only this queue (repeatable; default: all queues).",
+)
+@click.option(
+    "-p",
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runner processes to start, each with --concurrency threads.",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Extra tasks claimed ahead of free threads (default: the concurrency).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running tasks get to finish after SIGTERM before being requeued.",
+)
+@poll_option
+@pass_app
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app: Stask,
+    concurrency: int,
+    queues: tuple[str, ...],
+    processes: int,
+    prefetch: int | None,
+    grace: float,
+    poll: float,
+) -> None:
+    """Run tasks until stopped: the daemon for one or many hosts on one database."""
+    configure_logging()
+    if processes > 1:
+        argv = ["worker", "-c", str(concurrency), "--grace", str(grace), "--poll", str(poll)]
+        for queue in queues:
+            argv += ["-q", queue]
+        if prefetch is not None:
+            argv += ["--prefetch", str(prefetch)]
+        ctx.exit(supervise(processes, argv))
+    options = RunnerOptions(
+        concurrency=concurrency,
+        queues=queues,
+        prefetch=prefetch,
+        poll_seconds=poll,
+        grace_seconds=grace,
+    )
+    runner = Runner(app, options)
+    install_stop_handlers(runner)
+    runner.run()

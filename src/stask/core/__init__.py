@@ -1,0 +1,1 @@
+"""Workers, task contexts, discovery and the Stask facade."""

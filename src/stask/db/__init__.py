@@ -1,0 +1,1 @@
+"""Data access: tables, migrations and the Store; every SQL statement lives in this package."""

@@ -1,0 +1,1 @@
+"""Alembic revision files; only ever added to."""

@@ -1,0 +1,860 @@
+"""The storage contract: every SQL statement stask runs, behind one small interface.
+
+``Store`` holds the SQL that is the same on every database; ``stask.db.dialects`` overrides the
+few operations whose SQL must differ (the claim, bulk insert, progress with its cancel flag).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from stask.db.engine import translate_errors
+from stask.db.queues import (
+    PRESENT_QUEUES_SQL,
+    QueueScope,
+    claimable_clauses,
+    plan_claim,
+    shared_control_cache,
+)
+from stask.db.tables import queue, queue_controls, task_logs, tasks, workers
+from stask.errors import DatabaseError
+from stask.models import JSONDict, LogEntry, Priority, Status, Task, utcnow
+
+RUNNING = Status.RUNNING.code
+PENDING = Status.PENDING.code
+ACTIVE_CODES = (Status.PENDING.code, Status.PREPARING.code, Status.RUNNING.code)
+FINAL_CODES = (Status.COMPLETED.code, Status.CANCELLED.code, Status.FAILED.code)
+DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a caller asks for; ``Store.insert_tasks`` turns it into rows."""
+
+    identifier: str
+    action: str
+    options: JSONDict
+    priority: Priority = Priority.NORMAL
+    queue: str = "default"
+    run_at: dt.datetime | None = None
+    max_attempts: int = 3
+    started_by: str | None = None
+    # Honoured by insert_unique_tasks: a second task with the same key is never created.
+    unique_key: str | None = None
+    timeout_seconds: float | None = None
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Filters for listing and counting tasks; empty means all."""
+
+    statuses: tuple[Status, ...] = ()
+    identifier: str | None = None
+    action: str | None = None
+    queue: str | None = None
+    created_after: dt.datetime | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.statuses:
+            found.append(tasks.c.status.in_([s.code for s in self.statuses]))
+        if self.identifier:
+            found.append(tasks.c.identifier == self.identifier)
+        if self.action:
+            found.append(tasks.c.action == self.action)
+        if self.queue:
+            found.append(tasks.c.queue == self.queue)
+        if self.created_after:
+            found.append(tasks.c.created_at >= self.created_after)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended, for the fenced write that records it."""
+
+    status: Status
+    message: str | None = None
+    result: Any = None
+    error: str | None = None
+    progress: int | None = None
+    processed: int | None = None
+    total: int | None = None
+    duration_ms: int | None = None
+    peak_memory: int | None = None
+    retry_at: dt.datetime | None = None
+    # A snooze (`raise Retry(after=...)`) gives back the attempt the claim counted.
+    refund_attempt: bool = False
+
+
+def task_from_row(row: Mapping[Any, Any]) -> Task:
+    return Task(
+        id=int(row["id"]),
+        identifier=row["identifier"],
+        action=row["action"],
+        status=Status.from_code(int(row["status"])),
+        priority=Priority.from_weight(int(row["priority"])),
+        queue=row["queue"],
+        options=row["meta"] if row["meta"] is not None else {},
+        result=row["result"],
+        progress=int(row["progress"]),
+        processed=int(row["processed"]),
+        total=int(row["total"]),
+        eta_seconds=row["eta_seconds"],
+        message=row["message"],
+        error=row["error"],
+        attempts=int(row["attempts"]),
+        max_attempts=int(row["max_attempts"]),
+        run_at=row["run_at"],
+        unique_key=row["unique_key"],
+        started_by=row["started_by"],
+        locked_by=row["locked_by"],
+        locked_at=row["locked_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        updated_at=row["updated_at"],
+        duration_ms=row["duration_ms"],
+        peak_memory=row["peak_memory"],
+        timeout_seconds=row["timeout_seconds"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _log_from_row(row: Mapping[Any, Any]) -> LogEntry:
+    return LogEntry(
+        id=int(row["id"]),
+        task_id=int(row["task_id"]),
+        ts=row["ts"],
+        level=row["level"],
+        message=row["message"],
+        context=row["context"] or {},
+    )
+
+
+def _outcome_params(task_id: int, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "b_id": task_id,
+        "b_status": outcome.status.code,
+        "b_message": outcome.message,
+        "b_error": outcome.error,
+        "b_result": outcome.result,
+        "b_progress": outcome.progress,
+        "b_processed": outcome.processed,
+        "b_total": outcome.total,
+        "b_duration_ms": outcome.duration_ms,
+        "b_peak_memory": outcome.peak_memory,
+        "b_run_at": outcome.retry_at or now,
+        "b_refund": 1 if outcome.refund_attempt else 0,
+        "b_now": now,
+    }
+
+
+def final_payload(finished: Sequence[tuple[int, Outcome]]) -> str:
+    """Final outcomes as one JSON array for a single batched UPDATE.
+
+    ``result`` travels as JSON text (what the result column stores on every database), so a
+    string result is not confused with JSON by the database's own JSON functions.
+    """
+    return json.dumps(
+        [
+            {
+                "id": task_id,
+                "status": outcome.status.code,
+                "message": outcome.message,
+                "error": outcome.error,
+                "result": json.dumps(outcome.result),
+                "progress": outcome.progress,
+                "processed": outcome.processed,
+                "total": outcome.total,
+                "duration_ms": outcome.duration_ms,
+                "peak_memory": outcome.peak_memory,
+            }
+            for task_id, outcome in finished
+        ]
+    )
+
+
+def final_params(
+    node_id: str, finished: Sequence[tuple[int, Outcome]], now: dt.datetime
+) -> dict[str, Any]:
+    """Parameters of a dialect's ``finish_final_sql``."""
+    return {"rows": final_payload(finished), "node": node_id, "now": now}
+
+
+def _keep_if_null(name: str) -> Any:
+    column = tasks.c[name]
+    return func.coalesce(bindparam(f"b_{name}", type_=column.type), column)
+
+
+# Executed with many parameter sets at once; the caller adds the node fence.
+_FINISH_COMMON: dict[str, Any] = {
+    "status": bindparam("b_status"),
+    "message": bindparam("b_message"),
+    "error": _keep_if_null("error"),
+    "progress": _keep_if_null("progress"),
+    "processed": _keep_if_null("processed"),
+    "total": _keep_if_null("total"),
+    "duration_ms": bindparam("b_duration_ms"),
+    "peak_memory": bindparam("b_peak_memory"),
+    "updated_at": bindparam("b_now"),
+}
+_FINISH_FINAL = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"), tasks.c.status == RUNNING)
+    .values(
+        **_FINISH_COMMON,
+        result=bindparam("b_result", type_=tasks.c.result.type),
+        finished_at=bindparam("b_now"),
+        eta_seconds=0,
+    )
+)
+_FINISH_RETRY = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"), tasks.c.status == RUNNING)
+    .values(
+        **_FINISH_COMMON,
+        run_at=bindparam("b_run_at"),
+        locked_by=None,
+        eta_seconds=None,
+        attempts=tasks.c.attempts - bindparam("b_refund"),
+    )
+)
+
+
+class Store(abc.ABC):
+    """SQL shared by all dialects. Methods are small, named for what they change."""
+
+    dialect = "generic"
+    finish_final_sql: ClassVar[TextClause | None] = None
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self.engine = engine
+        self.url = url
+        self.control_cache = shared_control_cache(url.render_as_string(hide_password=False))
+
+    # -- connections -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, connection: Connection | None = None) -> Iterator[Connection]:
+        """A write transaction, or the caller's own connection (committed by the caller)."""
+        with translate_errors(self.url):
+            if connection is not None:
+                yield connection
+                return
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with translate_errors(self.url), self.engine.connect() as conn:
+            yield conn.execution_options(stask_readonly=True)
+
+    def ping(self) -> None:
+        with self.reading() as conn:
+            conn.execute(select(func.count()).select_from(workers))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def list_workers(self) -> list[RowMapping]:
+        with self.reading() as conn:
+            stmt = select(workers).order_by(workers.c.position, workers.c.identifier)
+            return list(conn.execute(stmt).mappings())
+
+    def get_worker(self, identifier: str) -> RowMapping | None:
+        with self.reading() as conn:
+            stmt = select(workers).where(workers.c.identifier == identifier)
+            return conn.execute(stmt).mappings().first()
+
+    def insert_worker(self, values: Mapping[str, Any]) -> bool:
+        """Register a worker; False if another process registered the identifier first."""
+        now = utcnow()
+        try:
+            with self.writing() as conn:
+                conn.execute(insert(workers).values(created_at=now, updated_at=now, **values))
+        except DatabaseError as err:
+            if isinstance(err.__cause__, IntegrityError):
+                return False
+            raise
+        return True
+
+    def update_worker(self, identifier: str, values: Mapping[str, Any]) -> bool:
+        with self.writing() as conn:
+            stmt = (
+                update(workers)
+                .where(workers.c.identifier == identifier)
+                .values(updated_at=utcnow(), **values)
+            )
+            return conn.execute(stmt).rowcount > 0
+
+    def delete_workers(self, identifiers: Sequence[str]) -> int:
+        if not identifiers:
+            return 0
+        with self.writing() as conn:
+            stmt = delete(workers).where(workers.c.identifier.in_(identifiers))
+            return int(conn.execute(stmt).rowcount)
+
+    def change_worker_settings(
+        self, identifier: str, change: Callable[[JSONDict], JSONDict]
+    ) -> JSONDict | None:
+        """Read-modify-write of a worker's stored settings under a row lock."""
+        with self.writing() as conn:
+            stmt = select(workers.c.settings).where(workers.c.identifier == identifier)
+            current = conn.execute(stmt.with_for_update()).scalar_one_or_none()
+            if current is None and not self._worker_exists(conn, identifier):
+                return None
+            updated = change(dict(current or {}))
+            conn.execute(
+                update(workers)
+                .where(workers.c.identifier == identifier)
+                .values(settings=updated, updated_at=utcnow())
+            )
+            return updated
+
+    @staticmethod
+    def _worker_exists(conn: Connection, identifier: str) -> bool:
+        stmt = select(workers.c.id).where(workers.c.identifier == identifier)
+        return conn.execute(stmt).first() is not None
+
+    def active_identifiers(self, conn: Connection) -> list[str]:
+        stmt = select(workers.c.identifier).where(workers.c.active.is_(True))
+        return list(conn.execute(stmt).scalars())
+
+    # -- creating ----------------------------------------------------------------------------
+
+    def insert_tasks(
+        self, new: Sequence[NewTask], connection: Connection | None = None
+    ) -> list[int]:
+        """Insert tasks and their queue rows: one INSERT each per 1,000 tasks (SQLAlchemy's
+        insertmanyvalues batch), never one per task."""
+        if not new:
+            return []
+        now = utcnow()
+        rows = self._new_task_rows(new, now)
+        with self.writing(connection) as conn:
+            ids = self._insert_task_rows(conn, rows)
+            conn.execute(
+                insert(queue),
+                [
+                    {
+                        "task_id": task_id,
+                        "queue": row["queue"],
+                        "identifier": row["identifier"],
+                        "priority": row["priority"],
+                        "run_at": row["run_at"],
+                    }
+                    for task_id, row in zip(ids, rows, strict=True)
+                ],
+            )
+            self._announce(conn, rows, now)
+        return ids
+
+    def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
+        """Tell idle runners that tasks due now were inserted (PostgreSQL: NOTIFY)."""
+        return  # the other databases have no push: their runners poll adaptively
+
+    def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        stmt = insert(tasks).returning(tasks.c.id, sort_by_parameter_order=True)
+        return [int(row[0]) for row in conn.execute(stmt, rows)]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get_task(self, task_id: int, connection: Connection | None = None) -> Task | None:
+        stmt = select(tasks).where(tasks.c.id == task_id)
+        if connection is not None:
+            row = connection.execute(stmt).mappings().first()
+        else:
+            with self.reading() as conn:
+                row = conn.execute(stmt).mappings().first()
+        return task_from_row(row) if row else None
+
+    def existing_task_ids(self, task_ids: Sequence[int]) -> set[int]:
+        if not task_ids:
+            return set()
+        with self.reading() as conn:
+            stmt = select(tasks.c.id).where(tasks.c.id.in_(task_ids))
+            return {int(i) for i in conn.execute(stmt).scalars()}
+
+    def list_tasks(
+        self, where: TaskFilter, *, limit: int = 50, offset: int = 0, before_id: int | None = None
+    ) -> list[Task]:
+        clauses = where.clauses()
+        if before_id is not None:
+            clauses.append(tasks.c.id < before_id)
+        stmt = select(tasks).where(*clauses).order_by(tasks.c.id.desc()).limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        with self.reading() as conn:
+            return [task_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    def count_tasks(self, where: TaskFilter) -> int:
+        stmt = select(func.count()).select_from(tasks).where(*where.clauses())
+        with self.reading() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def count_by_status(self, where: TaskFilter | None = None) -> dict[Status, int]:
+        clauses = where.clauses() if where else []
+        stmt = select(tasks.c.status, func.count()).where(*clauses).group_by(tasks.c.status)
+        with self.reading() as conn:
+            found = {Status.from_code(int(code)): int(n) for code, n in conn.execute(stmt)}
+        return {status: found.get(status, 0) for status in Status}
+
+    def count_by_worker(self) -> dict[str, int]:
+        stmt = select(tasks.c.identifier, func.count()).group_by(tasks.c.identifier)
+        with self.reading() as conn:
+            return {identifier: int(n) for identifier, n in conn.execute(stmt)}
+
+    def queued_count(self) -> int:
+        with self.reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(queue)).scalar_one())
+
+    # -- claiming and finishing --------------------------------------------------------------
+
+    def claim(
+        self,
+        node_id: str,
+        identifiers: Iterable[str],
+        limit: int,
+        *,
+        queues: Sequence[str] | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[Task]:
+        """Atomically take up to ``limit`` due tasks, in priority, run_at, id order.
+
+        Only tasks of ``identifiers`` (the workers this process can run) whose worker is active
+        are taken. Claimed tasks leave ``s_queue`` and become running, locked by ``node_id``.
+        Paused queues are skipped; each limited queue is taken within its room (db/queues.py).
+        """
+        now = now or utcnow()
+        local = set(identifiers)
+        if limit <= 0 or not local:
+            return []
+        with self.writing() as conn:
+            runnable = sorted(local.intersection(self.active_identifiers(conn)))
+            if not runnable:
+                return []
+            controls = self.control_cache.current(conn)
+            plan = plan_claim(
+                conn, controls, queues, runnable, limit, now, present=self._present_queues
+            )
+            claimed: list[RowMapping] = []
+            for scope, take in plan:
+                claimed += self._claim_rows(conn, node_id, runnable, take, scope, now)
+        found = [task_from_row(row) for row in claimed]
+        found.sort(key=lambda t: (t.priority.weight, t.run_at, t.id))
+        return found
+
+    def _claimable(
+        self, identifiers: Sequence[str], limit: int, scope: QueueScope, now: Any
+    ) -> Any:
+        """The SELECT of claimable queue rows shared by every dialect's claim."""
+        return (
+            select(queue.c.task_id)
+            .where(*claimable_clauses(identifiers, scope, now))
+            .order_by(queue.c.priority, queue.c.run_at, queue.c.task_id)
+            .limit(limit)
+        )
+
+    # The queues with tasks in s_queue (a skip scan); MariaDB has its own (dialects.py).
+    present_queues_sql: ClassVar[TextClause] = PRESENT_QUEUES_SQL
+
+    def _present_queues(self, conn: Connection, cap: int) -> list[str]:
+        """Names of up to ``cap`` queues that have tasks in ``s_queue``, in name order."""
+        return [str(name) for name in conn.execute(self.present_queues_sql, {"cap": cap}).scalars()]
+
+    def _claim_values(self, node_id: str, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "status": RUNNING,
+            "locked_by": node_id,
+            "locked_at": now,
+            "started_at": now,
+            "finished_at": None,
+            "attempts": tasks.c.attempts + 1,
+            "updated_at": now,
+        }
+
+    @abc.abstractmethod
+    def _claim_rows(
+        self,
+        conn: Connection,
+        node_id: str,
+        identifiers: Sequence[str],
+        limit: int,
+        scope: QueueScope,
+        now: dt.datetime,
+    ) -> list[RowMapping]:
+        """Take the rows in one transaction with the dialect's locking (see dialects.py)."""
+
+    def _fence(self, task_id: int, node_id: str) -> ColumnElement[bool]:
+        return and_(tasks.c.id == task_id, tasks.c.locked_by == node_id, tasks.c.status == RUNNING)
+
+    def finish(self, task_id: int, node_id: str, outcome: Outcome) -> bool:
+        """Record how an attempt ended; refused (False) unless ``node_id`` still holds the task."""
+        return task_id in self.finish_many(node_id, [(task_id, outcome)])
+
+    def finish_many(
+        self,
+        node_id: str,
+        finished: Sequence[tuple[int, Outcome]],
+        logs: Sequence[Mapping[str, Any]] = (),
+    ) -> set[int]:
+        """Record many attempts' outcomes (and log lines) in one transaction.
+
+        Fenced: only tasks still running and locked by ``node_id`` are written; the ids written
+        are returned, the others lost their fence (rescued, cancelled, finished elsewhere) and
+        keep what they have. Retries go back into ``s_queue`` in the same transaction.
+        """
+        if not finished and not logs:
+            return set()
+        now = utcnow()
+        final = [(task_id, o) for task_id, o in finished if o.status is not Status.PENDING]
+        retried = [(task_id, o) for task_id, o in finished if o.status is Status.PENDING]
+        held: set[int] = set()
+        with self.writing() as conn:
+            if final:
+                held |= self._finish_final(conn, node_id, final, now)
+            if retried:
+                requeue = self._held(conn, node_id, [task_id for task_id, _ in retried])
+                params = [_outcome_params(i, o, now) for i, o in retried if i in requeue]
+                if params:
+                    conn.execute(_FINISH_RETRY.where(tasks.c.locked_by == node_id), params)
+                    self.enqueue_existing(conn, sorted(requeue))
+                held |= requeue
+            if logs:
+                conn.execute(insert(task_logs), [dict(entry) for entry in logs])
+        return held
+
+    def _held(self, conn: Connection, node_id: str, task_ids: Sequence[int]) -> set[int]:
+        """Lock and return those of ``task_ids`` still running under ``node_id``."""
+        stmt = (
+            select(tasks.c.id)
+            .where(
+                tasks.c.id.in_(task_ids), tasks.c.locked_by == node_id, tasks.c.status == RUNNING
+            )
+            .with_for_update()
+        )
+        return {int(i) for i in conn.execute(stmt).scalars()}
+
+    def _finish_final(
+        self,
+        conn: Connection,
+        node_id: str,
+        finished: Sequence[tuple[int, Outcome]],
+        now: dt.datetime,
+    ) -> set[int]:
+        """Write final outcomes (completed, failed, cancelled) of held tasks; the ids written.
+
+        With the dialect's ``finish_final_sql`` (one UPDATE joined to a JSON payload, RETURNING
+        the ids written) that is one statement per batch; without it, lock the held rows and
+        update them in one executemany.
+        """
+        if self.finish_final_sql is not None:
+            result = conn.execute(self.finish_final_sql, final_params(node_id, finished, now))
+            return {int(i) for i in result.scalars()}
+        held = self._held(conn, node_id, [task_id for task_id, _ in finished])
+        params = [_outcome_params(i, o, now) for i, o in finished if i in held]
+        if params:
+            conn.execute(_FINISH_FINAL.where(tasks.c.locked_by == node_id), params)
+        return held
+
+    def enqueue_existing(self, conn: Connection, task_ids: Sequence[int]) -> None:
+        """Put existing pending tasks (back) into the claimable set."""
+        conn.execute(
+            insert(queue).from_select(
+                ["task_id", "queue", "identifier", "priority", "run_at"],
+                select(
+                    tasks.c.id, tasks.c.queue, tasks.c.identifier, tasks.c.priority, tasks.c.run_at
+                ).where(tasks.c.id.in_(task_ids), tasks.c.status == PENDING),
+            )
+        )
+
+    def save_progress(self, task_id: int, node_id: str, values: Mapping[str, Any]) -> bool | None:
+        """Write a progress snapshot. None: the node lost the task; else: cancel requested?"""
+        with self.writing() as conn:
+            stmt = (
+                update(tasks)
+                .where(self._fence(task_id, node_id))
+                .values(updated_at=utcnow(), **values)
+                .returning(tasks.c.cancel_requested)
+            )
+            flag = conn.execute(stmt).scalar_one_or_none()
+        return None if flag is None else bool(flag)
+
+    def cancel_flag(self, task_id: int, node_id: str) -> bool | None:
+        """Whether cancellation was requested; None if ``node_id`` no longer holds the task."""
+        with self.reading() as conn:
+            flag = conn.execute(
+                select(tasks.c.cancel_requested).where(self._fence(task_id, node_id))
+            ).scalar_one_or_none()
+        return None if flag is None else bool(flag)
+
+    # -- operator actions --------------------------------------------------------------------
+
+    def cancel(self, task_id: int, message: str) -> Status | None:
+        """Cancel a pending task at once, or flag a running one; returns the status it had."""
+        now = utcnow()
+        with self.writing() as conn:
+            current = conn.execute(
+                select(tasks.c.status).where(tasks.c.id == task_id).with_for_update()
+            ).scalar_one_or_none()
+            if current is None:
+                return None
+            status = Status.from_code(int(current))
+            if status is Status.PENDING:
+                conn.execute(delete(queue).where(queue.c.task_id == task_id))
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task_id, tasks.c.status == PENDING)
+                    .values(
+                        status=Status.CANCELLED.code,
+                        message=message,
+                        finished_at=now,
+                        updated_at=now,
+                        eta_seconds=None,
+                    )
+                )
+            elif not status.is_final:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task_id)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+            return status
+
+    def requeue_finished(self, task_id: int) -> Status | None:
+        """Send a failed or cancelled task back to pending; returns the status it had."""
+        now = utcnow()
+        with self.writing() as conn:
+            row = (
+                conn.execute(select(tasks).where(tasks.c.id == task_id).with_for_update())
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            status = Status.from_code(int(row["status"]))
+            if status in (Status.FAILED, Status.CANCELLED):
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task_id)
+                    .values(
+                        status=PENDING,
+                        run_at=now,
+                        finished_at=None,
+                        locked_by=None,
+                        cancel_requested=False,
+                        message="Queued again for retry",
+                        max_attempts=max(int(row["max_attempts"]), int(row["attempts"]) + 1),
+                        updated_at=now,
+                    )
+                )
+                self.enqueue_existing(conn, [task_id])
+            return status
+
+    def delete_task(self, task_id: int) -> Status | None:
+        """Delete a task that is not running (its queue row cascades, its logs go too)."""
+        with self.writing() as conn:
+            current = conn.execute(
+                select(tasks.c.status).where(tasks.c.id == task_id).with_for_update()
+            ).scalar_one_or_none()
+            if current is None:
+                return None
+            status = Status.from_code(int(current))
+            if status is Status.PENDING or status.is_final:
+                conn.execute(delete(queue).where(queue.c.task_id == task_id))
+                conn.execute(delete(task_logs).where(task_logs.c.task_id == task_id))
+                conn.execute(delete(tasks).where(tasks.c.id == task_id))
+            return status
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def delete_finished_before(self, cutoff: dt.datetime) -> list[int]:
+        """Delete finished tasks (and their logs) older than ``cutoff``, in bounded batches."""
+        deleted: list[int] = []
+        while True:
+            with self.writing() as conn:
+                ids = list(
+                    conn.execute(
+                        select(tasks.c.id)
+                        .where(tasks.c.finished_at < cutoff, tasks.c.status.in_(FINAL_CODES))
+                        .order_by(tasks.c.finished_at)
+                        .limit(DELETE_BATCH)
+                    ).scalars()
+                )
+                if not ids:
+                    return deleted
+                conn.execute(delete(task_logs).where(task_logs.c.task_id.in_(ids)))
+                conn.execute(delete(tasks).where(tasks.c.id.in_(ids)))
+            deleted.extend(int(i) for i in ids)
+
+    def delete_logs_before(self, cutoff: dt.datetime) -> int:
+        total = 0
+        while True:
+            with self.writing() as conn:
+                ids = list(
+                    conn.execute(
+                        select(task_logs.c.id)
+                        .where(task_logs.c.ts < cutoff)
+                        .order_by(task_logs.c.id)
+                        .limit(DELETE_BATCH)
+                    ).scalars()
+                )
+                if not ids:
+                    return total
+                total += conn.execute(delete(task_logs).where(task_logs.c.id.in_(ids))).rowcount
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def insert_logs(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        if entries:
+            with self.writing() as conn:
+                conn.execute(insert(task_logs), [dict(entry) for entry in entries])
+
+    def get_logs(
+        self,
+        task_id: int,
+        *,
+        levels: Sequence[str] | None = None,
+        after_id: int | None = None,
+        last: int | None = None,
+    ) -> list[LogEntry]:
+        clauses = [task_logs.c.task_id == task_id]
+        if levels:
+            clauses.append(task_logs.c.level.in_(levels))
+        if after_id is not None:
+            clauses.append(task_logs.c.id > after_id)
+        stmt = select(task_logs).where(*clauses)
+        if last is not None:
+            stmt = stmt.order_by(task_logs.c.id.desc()).limit(last)
+        else:
+            stmt = stmt.order_by(task_logs.c.id)
+        with self.reading() as conn:
+            found = [_log_from_row(row) for row in conn.execute(stmt).mappings()]
+        return sorted(found, key=lambda entry: entry.id)
+
+    def delete_task_logs(self, task_id: int) -> int:
+        with self.writing() as conn:
+            stmt = delete(task_logs).where(task_logs.c.task_id == task_id)
+            return int(conn.execute(stmt).rowcount)
+
+    # -- test and maintenance helpers ----------------------------------------------------------
+
+    def truncate_all(self) -> None:
+        """Empty every stask table (tests and `stask` maintenance only)."""
+        with self.writing() as conn:
+            for table in (queue, task_logs, tasks, workers, queue_controls):
+                conn.execute(delete(table))
+        self.control_cache.forget()
+
+    def running_task_ids(self, node_id: str | None = None) -> list[int]:
+        stmt = select(tasks.c.id).where(tasks.c.status == RUNNING).order_by(tasks.c.id)
+        if node_id is not None:
+            stmt = stmt.where(tasks.c.locked_by == node_id)
+        with self.reading() as conn:
+            return [int(i) for i in conn.execute(stmt).scalars()]
+
+    # -- unique tasks (schedules) --------------------------------------------------------------
+
+    def insert_unique_tasks(
+        self, new: Sequence[NewTask], connection: Connection | None = None
+    ) -> list[int]:
+        """Insert tasks whose ``unique_key`` is not taken yet; the ids of those created.
+
+        A taken key is skipped, not an error, so any number of processes can ask for the same
+        task and one row exists. Queue rows are inserted only for the created tasks.
+        """
+        if any(item.unique_key is None for item in new):
+            raise ValueError("insert_unique_tasks needs a unique_key on every task")
+        if not new:
+            return []
+        with self.writing(connection) as conn:
+            now = utcnow()
+            rows = self._new_task_rows(new, now)
+            ids = self._insert_unique_rows(conn, rows)
+            if ids:
+                self.enqueue_existing(conn, ids)
+                self._announce(conn, rows, now)
+        return ids
+
+    def change_worker_settings_with_tasks(
+        self,
+        identifier: str,
+        plan: Callable[[JSONDict], tuple[JSONDict | None, Sequence[NewTask]]],
+    ) -> list[int] | None:
+        """Read-modify-write of a worker's settings plus unique tasks, in one transaction.
+
+        Under the worker row's lock ``plan`` gets the stored settings and returns the settings
+        to store (None: unchanged) and the tasks to insert with ``insert_unique_tasks``, so
+        concurrent callers for one worker take turns, each seeing what the previous one stored.
+        Returns the ids created, or None if no such worker exists.
+        """
+        with self.writing() as conn:
+            stmt = select(workers.c.settings).where(workers.c.identifier == identifier)
+            row = conn.execute(stmt.with_for_update()).first()
+            if row is None:
+                return None
+            settings, new = plan(dict(row[0] or {}))
+            ids = self.insert_unique_tasks(new, connection=conn) if new else []
+            if settings is not None:
+                conn.execute(
+                    update(workers)
+                    .where(workers.c.identifier == identifier)
+                    .values(settings=settings, updated_at=utcnow())
+                )
+            return ids
+
+    def _new_task_rows(self, new: Sequence[NewTask], now: dt.datetime) -> list[dict[str, Any]]:
+        return [
+            {
+                "identifier": item.identifier,
+                "action": item.action,
+                "status": PENDING,
+                "priority": item.priority.weight,
+                "queue": item.queue,
+                "meta": item.options,
+                "max_attempts": item.max_attempts,
+                "run_at": item.run_at or now,
+                "started_by": item.started_by,
+                "unique_key": item.unique_key,
+                "timeout_seconds": item.timeout_seconds,
+                "expires_at": item.expires_at,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for item in new
+        ]
+
+    @abc.abstractmethod
+    def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert the rows whose unique_key is free, skip the others; the new ids, ascending.
+
+        The SQL differs per database (ON CONFLICT DO NOTHING / INSERT IGNORE): see dialects.py.
+        """

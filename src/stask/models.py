@@ -1,0 +1,241 @@
+"""Value objects: tasks, workers and log entries as frozen dataclasses, statuses as str enums."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stask.errors import ValidationError
+
+JSONDict = dict[str, Any]
+
+
+class Status(enum.StrEnum):
+    """Task life-cycle; the value is what every API speaks, ``code`` is what the database stores."""
+
+    PENDING = "pending"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def code(self) -> int:
+        return _STATUS_CODES[self]
+
+    @classmethod
+    def from_code(cls, code: int) -> Status:
+        return _STATUS_BY_CODE[code]
+
+    @classmethod
+    def parse(cls, value: str | int | Status) -> Status:
+        if isinstance(value, Status):
+            return value
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            code = int(value)
+            if code in _STATUS_BY_CODE:
+                return _STATUS_BY_CODE[code]
+        elif value.lower() in cls._value2member_map_:
+            return cls(value.lower())
+        names = ", ".join(s.value for s in cls)
+        raise ValidationError(f"unknown status {value!r} - use one of: {names}")
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+_STATUS_CODES = {
+    Status.PENDING: 10,
+    Status.PREPARING: 30,
+    Status.RUNNING: 50,
+    Status.COMPLETED: 80,
+    Status.CANCELLED: 90,
+    Status.FAILED: 100,
+}
+_STATUS_BY_CODE = {code: status for status, code in _STATUS_CODES.items()}
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.CANCELLED, Status.FAILED})
+
+
+class Priority(enum.StrEnum):
+    """Claim order: high before normal before low; ``weight`` is the stored, sortable number."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def weight(self) -> int:
+        return _PRIORITY_WEIGHTS[self]
+
+    @classmethod
+    def from_weight(cls, weight: int) -> Priority:
+        return _PRIORITY_BY_WEIGHT[weight]
+
+    @classmethod
+    def parse(cls, value: str | Priority) -> Priority:
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, str) and value.lower() in cls._value2member_map_:
+            return cls(value.lower())
+        raise ValidationError(f"unknown priority {value!r} - use one of: high, normal, low")
+
+
+_PRIORITY_WEIGHTS = {Priority.HIGH: 1, Priority.NORMAL: 5, Priority.LOW: 10}
+_PRIORITY_BY_WEIGHT = {weight: p for p, weight in _PRIORITY_WEIGHTS.items()}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One row of ``s_tasks``: what was asked, where it is, and how it ended."""
+
+    id: int
+    identifier: str
+    action: str
+    status: Status
+    priority: Priority
+    queue: str
+    options: JSONDict
+    result: Any
+    progress: int
+    processed: int
+    total: int
+    eta_seconds: int | None
+    message: str | None
+    error: str | None
+    attempts: int
+    max_attempts: int
+    run_at: dt.datetime
+    unique_key: str | None
+    started_by: str | None
+    locked_by: str | None
+    locked_at: dt.datetime | None
+    cancel_requested: bool
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+    duration_ms: int | None
+    peak_memory: int | None
+    timeout_seconds: float | None = None
+    expires_at: dt.datetime | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def display_status(self) -> str:
+        """``scheduled`` or ``retrying`` for a pending task that waits for its ``run_at``."""
+        if self.status is Status.PENDING and self.run_at > utcnow():
+            return "retrying" if self.attempts > 0 else "scheduled"
+        return self.status.value
+
+    @property
+    def result_file(self) -> str | None:
+        """The storage-relative path of the downloadable result, if the task produced one."""
+        if isinstance(self.result, dict) and isinstance(self.result.get("file"), str):
+            return str(self.result["file"])
+        return None
+
+    def to_dict(self) -> JSONDict:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["status_code"] = self.status.code
+        data["display_status"] = self.display_status
+        data["priority"] = self.priority.value
+        for key, value in data.items():
+            if isinstance(value, dt.datetime):
+                data[key] = _iso(value)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One row of ``s_workers`` plus whether its class can be imported here."""
+
+    id: int
+    identifier: str
+    class_path: str
+    scope: str
+    title: str
+    description: str
+    icon: str
+    actions: tuple[str, ...]
+    active: bool
+    position: int
+    settings: JSONDict
+    orphaned: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def to_dict(self) -> JSONDict:
+        data = asdict(self)
+        data["actions"] = list(self.actions)
+        data["created_at"] = _iso(self.created_at)
+        data["updated_at"] = _iso(self.updated_at)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of a task's log."""
+
+    id: int
+    task_id: int
+    ts: dt.datetime
+    level: str
+    message: str
+    context: JSONDict = field(default_factory=dict)
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "ts": _iso(self.ts),
+            "level": self.level,
+            "message": self.message,
+            "context": self.context,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A named queue as operators see it: its controls (``s_queues``) and what it holds now."""
+
+    name: str
+    paused: bool  # paused at this moment (indefinitely, or until ``paused_until``)
+    paused_until: dt.datetime | None  # when a timed pause lifts itself; None if not timed
+    concurrency_limit: int | None
+    rate_limit: int | None
+    rate_period_seconds: int | None
+    pending: int  # waiting in the claimable set, scheduled ones included
+    running: int  # claimed by a runner (prefetched ones included)
+    started_in_period: int | None = None  # rate-limited queues: starts within the period
+
+    def to_dict(self) -> JSONDict:
+        data = asdict(self)
+        data["paused_until"] = _iso(self.paused_until)
+        return data
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, the only kind of datetime stored: SQLite has no time zones."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def to_utc_naive(value: dt.datetime) -> dt.datetime:
+    """Accept aware datetimes in any zone and naive ones meant as UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
