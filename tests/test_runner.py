@@ -205,6 +205,31 @@ def test_cancel_and_timeout_on_threads(runner_app: Stask, tmp_path: Path) -> Non
     assert "timed out after 0.3 s" in timed_out.message
 
 
+def test_shutdown_releases_a_task_whose_thread_gave_it_up_early(
+    runner_app: Stask, tmp_path: Path
+) -> None:
+    """A thread that stopped its task (its lease looked lost) must not leave it running."""
+    log, release = tmp_path / "events.log", tmp_path / "release"
+    held = runner_app.create("long", "hold", {"log": str(log), "release": str(release)})
+    runner = Runner(runner_app, RunnerOptions(concurrency=1, poll_seconds=0.05, grace_seconds=5))
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        wait_until(lambda: log.exists() and "start" in log.read_text(), what="start")
+        runner._on_lost()  # what the heartbeat thread does after failing for most of the lease
+        wait_until(lambda: runner.idle or not runner._running, what="the thread to give up")
+    finally:
+        runner.request_stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    again = runner_app.get(held.id)
+    assert again.status is Status.PENDING, again
+    assert again.attempts == 0
+    assert again.message is not None
+    assert "shut down before it finished" in again.message
+    assert runner_app.store.running_task_ids() == []
+
+
 def _drop_connections(db_url: str) -> int:
     url = parse_url(db_url)
     admin = create_engine(url, isolation_level="AUTOCOMMIT")

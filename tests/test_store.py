@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import multiprocessing
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, event, text, update
 
 import stask.db.store as store_module
 from stask import Stask, Status
@@ -692,3 +693,54 @@ def test_stats_and_counts(app: Stask, history: dict[str, list[int]]) -> None:
     assert app.count(worker="mailer", status="completed") == 0
     assert app.count(queue="stock") == 5
     assert app.store.count_by_worker() == {"inventory": 5, "mailer": 3}
+
+
+def test_a_deadlock_victim_transaction_is_run_again(
+    app: Stask, dialect: str, make_store: Callable[[], Store]
+) -> None:
+    """Two transactions lock two rows in opposite orders; `retrying` reruns the victim."""
+    if dialect == "sqlite":
+        pytest.skip("SQLite serializes writers: two transactions never wait on each other")
+    first, second, *more = app.create_many([("inventory", "sync_stock", {})] * 6)
+    store, other = app.store, make_store()
+    attempts: list[int] = []
+    waiting = threading.Event()
+
+    def work() -> None:
+        attempts.append(len(attempts) + 1)
+        with store.writing() as conn:
+            conn.execute(update(tasks).where(tasks.c.id == second).values(progress=1))
+            waiting.set()
+            conn.execute(update(tasks).where(tasks.c.id == first).values(progress=1))
+
+    with other.engine.connect() as conn:
+        # The heavier transaction: InnoDB and PostgreSQL both abort the other one.
+        conn.execute(update(tasks).where(tasks.c.id.in_([first, *more])).values(progress=2))
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(store.retrying, work)
+            assert waiting.wait(10)
+            _wait_for_a_lock_wait(make_store(), dialect)  # so `work` waits first and is the victim
+            with contextlib.suppress(Exception):  # closing the cycle; we may be the victim
+                conn.execute(update(tasks).where(tasks.c.id == second).values(progress=2))
+                conn.commit()
+            conn.rollback()
+            done.result(timeout=30)
+    assert attempts == [1, 2], "the victim ran again"
+    assert app.get(first).progress == 1
+    assert app.get(second).progress == 1
+
+
+def _wait_for_a_lock_wait(store: Store, dialect: str) -> None:
+    """Return once some transaction of this database waits on a row lock."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+        if dialect == "postgresql"
+        else "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+    )
+    deadline = time.monotonic() + 10
+    with store.engine.connect() as conn:
+        while not conn.execute(text(sql)).scalar_one():
+            assert time.monotonic() < deadline, "no transaction ever waited on the lock"
+            time.sleep(0.01)
+            conn.rollback()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import random
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,11 +27,21 @@ from stask.db.notify import announce
 from stask.db.queues import QueueScope
 from stask.db.store import Outcome, Store, final_params
 from stask.db.tables import queue, tasks
+from stask.errors import StaskError
 from stask.models import utcnow
 
 MYSQL_DEADLOCK = 1213
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
-DEADLOCK_RETRIES = 8
+PG_DEADLOCK = "40P01"
+PG_SERIALIZATION_FAILURE = "40001"
+
+
+def _driver_code(err: StaskError) -> Any:
+    """The driver's numeric error code behind a translated error (MySQL drivers), or None."""
+    cause = err.__cause__
+    if isinstance(cause, OperationalError) and cause.orig is not None and cause.orig.args:
+        return cause.orig.args[0]
+    return None
 
 
 _FINAL_COLUMNS = {  # payload field -> SQL type, for the databases that need one
@@ -130,6 +138,11 @@ class PostgresStore(Store):
     """SKIP LOCKED claim as one statement: pick, delete from the queue, mark running."""
 
     dialect = "postgresql"
+
+    def transient(self, err: StaskError) -> bool:
+        cause = err.__cause__
+        orig = getattr(cause, "orig", None)
+        return getattr(orig, "sqlstate", None) in (PG_DEADLOCK, PG_SERIALIZATION_FAILURE)
 
     # One UPDATE ... FROM jsonb_to_recordset(...) RETURNING for a whole batch of outcomes.
     finish_final_sql = _typed(
@@ -237,22 +250,9 @@ class MySQLStore(Store):
         )
         return list(conn.execute(select(tasks).where(tasks.c.id.in_(ids))).mappings())
 
-    def claim(self, *args: Any, **kwargs: Any) -> Any:
-        # InnoDB may pick two claimers as deadlock victims on the queue index; retry with jitter.
-        for attempt in range(DEADLOCK_RETRIES):
-            try:
-                return super().claim(*args, **kwargs)
-            except Exception as err:  # translated by Store.writing; look at the driver error
-                cause = err.__cause__
-                code = None
-                if isinstance(cause, OperationalError) and cause.orig is not None:
-                    code = cause.orig.args[0]
-                if code not in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT):
-                    raise
-                if attempt == DEADLOCK_RETRIES - 1:
-                    raise
-                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
-        return []
+    def transient(self, err: StaskError) -> bool:
+        # InnoDB picks deadlock victims even among SKIP LOCKED claimers on the queue index.
+        return _driver_code(err) in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT)
 
     def save_progress(self, task_id: int, node_id: str, values: Mapping[str, Any]) -> bool | None:
         with self.writing() as conn:

@@ -147,6 +147,9 @@ class NodeStore:
         """Give held tasks back to the queue without counting the attempt (shutdown)."""
         if not task_ids:
             return []
+        return self.store.retrying(lambda: self._release(node_id, task_ids, message))
+
+    def _release(self, node_id: str, task_ids: Sequence[int], message: str) -> list[int]:
         now = utcnow()
         with self.store.writing() as conn:
             held = [

@@ -10,9 +10,11 @@ import abc
 import contextlib
 import datetime as dt
 import json
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -40,7 +42,7 @@ from stask.db.queues import (
     shared_control_cache,
 )
 from stask.db.tables import queue, queue_controls, task_logs, tasks, workers
-from stask.errors import DatabaseError
+from stask.errors import DatabaseError, StaskError
 from stask.models import JSONDict, LogEntry, Priority, Status, Task, utcnow
 
 RUNNING = Status.RUNNING.code
@@ -247,6 +249,12 @@ _FINISH_RETRY = (
 )
 
 
+T = TypeVar("T")
+# How often a transaction the database aborted as a deadlock victim (or after a lock wait
+# timeout) is run again before the error goes to the caller.
+TRANSIENT_RETRIES = 8
+
+
 class Store(abc.ABC):
     """SQL shared by all dialects. Methods are small, named for what they change."""
 
@@ -269,6 +277,25 @@ class Store(abc.ABC):
                 return
             with self.engine.begin() as conn:
                 yield conn
+
+    def transient(self, err: StaskError) -> bool:
+        """Whether the database aborted the transaction and asks for it to be run again."""
+        return False
+
+    def retrying(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (one whole transaction) again, with jitter, when it was a deadlock victim.
+
+        InnoDB and PostgreSQL abort one of two transactions that wait on each other; the
+        documented answer is to retry it. ``work`` must open its own transaction.
+        """
+        for attempt in range(TRANSIENT_RETRIES):
+            try:
+                return work()
+            except StaskError as err:
+                if attempt == TRANSIENT_RETRIES - 1 or not self.transient(err):
+                    raise
+                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -453,10 +480,19 @@ class Store(abc.ABC):
         are taken. Claimed tasks leave ``s_queue`` and become running, locked by ``node_id``.
         Paused queues are skipped; each limited queue is taken within its room (db/queues.py).
         """
-        now = now or utcnow()
         local = set(identifiers)
         if limit <= 0 or not local:
             return []
+        return self.retrying(lambda: self._claim(node_id, local, limit, queues, now or utcnow()))
+
+    def _claim(
+        self,
+        node_id: str,
+        local: set[str],
+        limit: int,
+        queues: Sequence[str] | None,
+        now: dt.datetime,
+    ) -> list[Task]:
         with self.writing() as conn:
             runnable = sorted(local.intersection(self.active_identifiers(conn)))
             if not runnable:

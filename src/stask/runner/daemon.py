@@ -316,6 +316,13 @@ class Runner:
         self._workers_done.set()
         self._flush_now.set()
         completer.join(timeout=max(5.0, self.options.grace_seconds))
+        # Outcomes are recorded now, so whatever the database still says this node holds is
+        # unfinished: also a task whose thread gave up early (its lease looked lost) or one
+        # this process lost track of. Releasing them here beats waiting out the lease.
+        try:
+            unfinished = sorted({*unfinished, *self.store.running_task_ids(self.node_id)})
+        except StaskError as err:
+            log.warning("could not list held tasks at shutdown: %s", err)
         self._release(unfinished, "Released: its runner shut down before it finished")
         if self.listener is not None:
             self.listener.stop()
