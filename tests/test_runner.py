@@ -300,17 +300,17 @@ def test_a_claim_whose_answer_is_lost_is_released_and_run_once(
     log = tmp_path / "touched.log"
     ids = runner_app.create_many([("counter", "touch", {"log": str(log)}) for _ in range(20)])
     runner = Runner(runner_app, RunnerOptions(concurrency=2, poll_seconds=0.05))
-    real_claim = runner.store.claim
+    real_claim = runner.store.record_and_claim
     lost: list[int] = []
 
-    def claim_then_break(*args: object, **kwargs: object) -> list[Task]:
-        claimed = real_claim(*args, **kwargs)  # type: ignore[arg-type]
+    def claim_then_break(*args: object, **kwargs: object) -> tuple[list[Task], set[int]]:
+        claimed, recorded = real_claim(*args, **kwargs)  # type: ignore[arg-type]
         if claimed and not lost:  # committed, but the caller never hears of it
             lost.extend(task.id for task in claimed)
             raise DatabaseUnavailable("connection lost after COMMIT")
-        return claimed
+        return claimed, recorded
 
-    monkeypatch.setattr(runner.store, "claim", claim_then_break)
+    monkeypatch.setattr(runner.store, "record_and_claim", claim_then_break)
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:

@@ -744,3 +744,27 @@ def _wait_for_a_lock_wait(store: Store, dialect: str) -> None:
             assert time.monotonic() < deadline, "no transaction ever waited on the lock"
             time.sleep(0.01)
             conn.rollback()
+
+
+def test_record_and_claim_records_fenced_outcomes_and_claims_in_one_transaction(
+    app: Stask,
+) -> None:
+    first, stolen = app.create_many([("inventory", "sync_stock")] * 2)
+    assert claim_ids(app.store, limit=1) == [first]
+    assert ids(app.store.claim(OTHER, ["inventory"], 1)) == [stolen]
+    waiting = app.create_many([("inventory", "sync_stock")] * 3)
+
+    claimed, recorded = app.store.record_and_claim(
+        NODE, ["inventory"], 2, finished=[(first, DONE), (stolen, DONE)]
+    )
+    assert recorded == {first}  # the other node's task keeps running: the fence held
+    assert ids(claimed) == waiting[:2]
+    assert app.get(first).status is Status.COMPLETED
+    assert app.get(stolen).status is Status.RUNNING
+    assert app.store.running_task_ids(NODE) == waiting[:2]
+    # Nothing to claim: the outcomes are still recorded.
+    claimed, recorded = app.store.record_and_claim(
+        NODE, ["inventory"], 0, finished=[(waiting[0], DONE)]
+    )
+    assert (claimed, recorded) == ([], {waiting[0]})
+    assert app.get(waiting[0]).status is Status.COMPLETED

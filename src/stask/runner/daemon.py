@@ -177,12 +177,21 @@ class Runner:
                 )
             claimed: list[Task] = []
             if want > 0:
+                # Outcomes waiting to be recorded go in the claim's transaction.
+                batch = self._take_done()
                 try:
-                    claimed = self.store.claim(
-                        self.node_id, identifiers, want, queues=self.options.queues or None
+                    claimed, accepted = self.store.record_and_claim(
+                        self.node_id,
+                        identifiers,
+                        want,
+                        queues=self.options.queues or None,
+                        finished=[(item.task.id, item.outcome) for item in batch],
+                        logs=[entry for item in batch for entry in item.logs],
                     )
+                    self._recorded(batch, accepted)
                     failures = 0
                 except StaskError as err:
+                    self._unrecorded(batch)
                     failures += 1
                     backoff = min(ERROR_BACKOFF_MAX_SECONDS, 0.5 * 2**failures)
                     log.warning("claim failed (retrying in %.1f s): %s", backoff, err)
@@ -244,12 +253,12 @@ class Runner:
             self._wake.set()
 
     def _complete(self) -> None:
+        """Record outcomes the fetcher did not take along with a claim (it is idle or full)."""
         failures = 0
         while True:
             self._flush_now.wait(FLUSH_INTERVAL_SECONDS)
             self._flush_now.clear()
-            with self._lock:
-                batch, self._done = self._done[:FLUSH_MAX], self._done[FLUSH_MAX:]
+            batch = self._take_done()
             if batch:
                 try:
                     accepted = self.store.finish_many(
@@ -257,17 +266,11 @@ class Runner:
                         [(item.task.id, item.outcome) for item in batch],
                         [entry for item in batch for entry in item.logs],
                     )
+                    self._recorded(batch, accepted)
                     failures = 0
-                    with self._lock:
-                        self._held.difference_update(item.task.id for item in batch)
-                    self.completed += len(accepted)
-                    lost = [item.task.id for item in batch if item.task.id not in accepted]
-                    if lost:
-                        log.warning("finish refused for tasks %s: another node holds them", lost)
                 except StaskError as err:
+                    self._unrecorded(batch)
                     failures += 1
-                    with self._lock:  # keep them, in order, for the next try
-                        self._done[:0] = batch
                     backoff = min(ERROR_BACKOFF_MAX_SECONDS, 0.2 * 2**failures)
                     log.warning(
                         "recording %d outcomes failed (retry in %.1f s): %s",
@@ -280,6 +283,26 @@ class Runner:
             with self._lock:
                 if self._workers_done.is_set() and not self._done:
                     return
+
+    def _take_done(self) -> list[Finished]:
+        with self._lock:
+            batch, self._done = self._done[:FLUSH_MAX], self._done[FLUSH_MAX:]
+        return batch
+
+    def _recorded(self, batch: list[Finished], accepted: set[int]) -> None:
+        if not batch:
+            return
+        with self._lock:
+            self._held.difference_update(item.task.id for item in batch)
+            self.completed += len(accepted)
+        lost = [item.task.id for item in batch if item.task.id not in accepted]
+        if lost:
+            log.warning("finish refused for tasks %s: another node holds them", lost)
+
+    def _unrecorded(self, batch: list[Finished]) -> None:
+        """Recording failed: keep them, in order, for the next try."""
+        with self._lock:
+            self._done[:0] = batch
 
     def _reconcile(self) -> None:
         """Release tasks the database says this node holds but this process does not know of.
