@@ -175,6 +175,9 @@ class WorkerInfo:
     orphaned: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    # Cluster-wide: at most rate_limit of its tasks started per rate_period_seconds.
+    rate_limit: int | None = None
+    rate_period_seconds: int | None = None
 
     def to_dict(self) -> JSONDict:
         data = asdict(self)

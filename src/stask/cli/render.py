@@ -144,7 +144,8 @@ def task_detail(task: Task) -> Table:
 
 def workers_table(workers: Sequence[WorkerInfo], counts: dict[str, int]) -> Table:
     table = Table()
-    for column in ("Identifier", "Title", "Scope", "Status", "Actions", "Tasks", "Class"):
+    columns = ("Identifier", "Title", "Scope", "Status", "Actions", "Tasks", "Rate limit", "Class")
+    for column in columns:
         table.add_column(column)
     for info in workers:
         state = "orphaned" if info.orphaned else ("active" if info.active else "inactive")
@@ -156,6 +157,9 @@ def workers_table(workers: Sequence[WorkerInfo], counts: dict[str, int]) -> Tabl
             Text(state, style=style),
             ", ".join(info.actions),
             str(counts.get(info.identifier, 0)),
+            "—"
+            if info.rate_limit is None
+            else f"{info.rate_limit} per {info.rate_period_seconds} s",
             info.class_path,
         )
     return table

@@ -1,4 +1,5 @@
-"""`stask workers ...`: list, discover, rescan, clean-orphaned, activate, deactivate, config."""
+"""`stask workers ...`: list, discover, rescan, clean-orphaned, activate, deactivate, config,
+limit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from rich.console import Console
 from stask.cli.base import echo_json, parse_value, pass_app
 from stask.cli.render import workers_table
 from stask.core.facade import Stask
+from stask.core.queues import LIMIT_MAX
 from stask.errors import NotFound
 from stask.models import WorkerInfo
 
@@ -95,3 +97,38 @@ def config(app: Stask, identifier: str, key: str | None, value: str | None) -> N
     if found is missing:
         raise NotFound(f"worker {identifier!r} has no setting {key!r}")
     echo_json(found)
+
+
+@workers.command()
+@click.argument("identifier")
+@click.option(
+    "--rate",
+    type=click.IntRange(min=1, max=LIMIT_MAX),
+    help="At most N of IDENTIFIER's tasks started per --per seconds, across every runner.",
+)
+@click.option(
+    "--per",
+    "per_seconds",
+    type=click.IntRange(min=1, max=LIMIT_MAX),
+    metavar="SECONDS",
+    help="Rate period.",
+)
+@click.option("--clear", is_flag=True, help="Remove IDENTIFIER's rate limit.")
+@pass_app
+def limit(
+    app: Stask, identifier: str, rate: int | None, per_seconds: int | None, clear: bool
+) -> None:
+    """Set the cluster-wide rate limit of worker IDENTIFIER (retries count as starts)."""
+    given = rate is not None or per_seconds is not None
+    if clear and given:
+        raise click.UsageError("--clear removes the limit; give it without --rate or --per")
+    if not clear and (rate is None or per_seconds is None):
+        raise click.UsageError("give --rate N --per SECONDS (e.g. --rate 10 --per 60), or --clear")
+    info = app.set_worker_rate_limit(identifier, rate, per_seconds)
+    if info.rate_limit is None:
+        click.echo(f"Worker {identifier}: no rate limit.")
+    else:
+        click.echo(
+            f"Worker {identifier}: at most {info.rate_limit} started per "
+            f"{info.rate_period_seconds} s."
+        )

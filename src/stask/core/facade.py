@@ -169,6 +169,8 @@ class Stask:
             orphaned=cls is None,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            rate_limit=row["rate_limit"],
+            rate_period_seconds=row["rate_period_seconds"],
         )
 
     def _forget_rows(self) -> None:
@@ -256,6 +258,19 @@ class Stask:
 
     def deactivate(self, identifier: str) -> WorkerInfo:
         return self._set_active(identifier, False)
+
+    def set_worker_rate_limit(
+        self, identifier: str, rate: int | None, period_seconds: int | None
+    ) -> WorkerInfo:
+        """At most ``rate`` of the worker's tasks started per ``period_seconds``, counted across
+        every runner and queue (None and None: no limit). Retries count as starts."""
+        limits = check_limits(None, rate, period_seconds)
+        values = {key: limits[key] for key in ("rate_limit", "rate_period_seconds")}
+        if not self.store.update_worker(identifier, values):
+            raise self._unknown_worker(identifier)
+        self._forget_rows()
+        self._wake_local_runners()
+        return self.worker(identifier)
 
     def worker_instance(self, identifier: str) -> BaseWorker | None:
         """The live instance of a worker this process can run, or None."""

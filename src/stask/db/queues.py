@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, insert, literal_column, select, text, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement, Label
 
-from stask.db.tables import queue, queue_controls, tasks
+from stask.db.tables import queue, queue_controls, tasks, workers
 from stask.errors import DatabaseError
 from stask.models import QueueInfo, Status, utcnow
 
@@ -86,10 +86,14 @@ class QueueControl:
 
 @dataclass(frozen=True, slots=True)
 class QueueScope:
-    """The queues one claim statement takes from: ``include`` (None: any) minus ``exclude``."""
+    """The queues one claim statement takes from: ``include`` (None: any) minus ``exclude``.
+
+    ``workers``, when set, narrows the claim's identifiers (a rate-limited worker's own claim).
+    """
 
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
+    workers: tuple[str, ...] | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = []
@@ -167,7 +171,8 @@ def claimable_clauses(
     identifiers: Sequence[str], scope: QueueScope, now: Any
 ) -> list[ColumnElement[bool]]:
     """The WHERE of claimable queue rows, shared by every dialect's claim and by the peek."""
-    return [queue.c.run_at <= now, queue.c.identifier.in_(identifiers), *scope.clauses()]
+    named = scope.workers if scope.workers is not None else identifiers
+    return [queue.c.run_at <= now, queue.c.identifier.in_(named), *scope.clauses()]
 
 
 Claims = list[tuple[QueueScope, int]]
@@ -233,6 +238,14 @@ def _peek(
     claim order. The claims that follow lock with SKIP LOCKED as usual, so a task another
     claimer took meanwhile is replaced by the next one of the same queue, or missed this round.
     """
+    counts = Counter(_peek_order(conn, branches, identifiers, limit, now))
+    return [(branches[index][0], n) for index, n in counts.items()]
+
+
+def _peek_order(
+    conn: Connection, branches: Claims, identifiers: Sequence[str], limit: int, now: Any
+) -> list[int]:
+    """The branch of each of the first ``limit`` due tasks across ``branches``, in claim order."""
     parts = []
     for index, (scope, cap) in enumerate(branches):
         first = (
@@ -248,14 +261,117 @@ def _peek(
             .subquery(f"b{index}")
         )
         parts.append(select(first))
+    if len(parts) == 1:
+        return [0] * len(conn.execute(parts[0]).all())
     merged = union_all(*parts).subquery("merged")
     taken = conn.execute(
         select(merged.c.branch)
         .order_by(merged.c.priority, merged.c.run_at, merged.c.task_id)
         .limit(limit)
     ).scalars()
-    counts = Counter(int(index) for index in taken)
-    return [(branches[index][0], n) for index, n in counts.items()]
+    return [int(index) for index in taken]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLimit:
+    """A worker's rate limit from its ``s_workers`` row (revision 0004)."""
+
+    identifier: str
+    rate_limit: int
+    period_seconds: int
+
+    def since(self, now: dt.datetime) -> dt.datetime:
+        return now - dt.timedelta(seconds=self.period_seconds)
+
+
+def worker_rooms(
+    conn: Connection, limits: Sequence[WorkerLimit], now: dt.datetime
+) -> dict[str, int]:
+    """Lock the rate-limited workers' rows, then count; how many tasks each may start now.
+
+    As ``room_left`` for queues: FOR UPDATE SKIP LOCKED (a worker whose row another claimer
+    holds gets no room this round), then the counts in a statement of their own.
+    """
+    by_name = {limit.identifier: limit for limit in limits}
+    locked = list(
+        conn.execute(
+            select(workers.c.identifier)
+            .where(workers.c.identifier.in_(sorted(by_name)))
+            .order_by(workers.c.identifier)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    rooms = dict.fromkeys(by_name, 0)
+    if not locked:
+        return rooms
+    columns = [
+        worker_started_count(name, by_name[name].since(now)).label(f"w_{n}")
+        for n, name in enumerate(locked)
+    ]
+    counts = conn.execute(select(*columns)).one()
+    for name, started in zip(locked, counts, strict=True):
+        rooms[name] = max(0, by_name[name].rate_limit - int(started))
+    return rooms
+
+
+def worker_started_count(identifier: str, since: dt.datetime) -> Any:
+    """Tasks of the worker whose latest attempt started after ``since`` (one range per status)."""
+    return (
+        select(func.count())
+        .select_from(tasks)
+        .where(
+            tasks.c.identifier == identifier,
+            tasks.c.status.in_(EVERY_STATUS),
+            tasks.c.started_at > since,
+        )
+        .scalar_subquery()
+    )
+
+
+def within_worker_rooms(
+    conn: Connection,
+    claims: Claims,
+    identifiers: Sequence[str],
+    rooms: Mapping[str, int],
+    limit: int,
+    now: dt.datetime,
+) -> Claims:
+    """Split ``claims`` so each rate-limited worker takes at most its room, in claim order.
+
+    Every claim becomes one branch for the unlimited workers and one per limited worker with
+    room. A peek orders the branches' first tasks; walking it, a task is taken while both its
+    claim (a limited queue's room) and its worker have room left, so neither limit is passed
+    however the two combine.
+    """
+    plain = tuple(name for name in identifiers if name not in rooms)
+    open_workers = [name for name in identifiers if rooms.get(name, 0) > 0]
+    branches: Claims = []
+    groups: list[tuple[int, str | None]] = []  # per branch: its claim, its limited worker
+    for group, (scope, take) in enumerate(claims):
+        if plain:
+            branches.append((_narrowed(scope, plain), take))
+            groups.append((group, None))
+        for name in open_workers:
+            branches.append((_narrowed(scope, (name,)), min(take, rooms[name])))
+            groups.append((group, name))
+    if not branches:
+        return []
+    claim_left = [take for _scope, take in claims]
+    worker_left = dict(rooms)
+    counts: Counter[int] = Counter()
+    for index in _peek_order(conn, branches, identifiers, limit, now):
+        group, limited = groups[index]
+        if claim_left[group] <= 0 or (limited is not None and worker_left[limited] <= 0):
+            continue
+        claim_left[group] -= 1
+        if limited is not None:
+            worker_left[limited] -= 1
+        counts[index] += 1
+    return [(branches[index][0], n) for index, n in sorted(counts.items())]
+
+
+def _narrowed(scope: QueueScope, names: tuple[str, ...]) -> QueueScope:
+    return QueueScope(include=scope.include, exclude=scope.exclude, workers=names)
 
 
 def room_left(

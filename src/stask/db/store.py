@@ -37,9 +37,12 @@ from stask.db.engine import translate_errors
 from stask.db.queues import (
     PRESENT_QUEUES_SQL,
     QueueScope,
+    WorkerLimit,
     claimable_clauses,
     plan_claim,
     shared_control_cache,
+    within_worker_rooms,
+    worker_rooms,
 )
 from stask.db.tables import queue, queue_controls, task_logs, tasks, workers
 from stask.errors import DatabaseError, StaskError
@@ -371,9 +374,14 @@ class Store(abc.ABC):
         stmt = select(workers.c.id).where(workers.c.identifier == identifier)
         return conn.execute(stmt).first() is not None
 
-    def active_identifiers(self, conn: Connection) -> list[str]:
-        stmt = select(workers.c.identifier).where(workers.c.active.is_(True))
-        return list(conn.execute(stmt).scalars())
+    def active_workers(self, conn: Connection) -> dict[str, WorkerLimit | None]:
+        """Active workers and their rate limits (None: unlimited), as claims see them."""
+        c = workers.c
+        stmt = select(c.identifier, c.rate_limit, c.rate_period_seconds).where(c.active.is_(True))
+        return {
+            name: None if rate is None or period is None else WorkerLimit(name, rate, period)
+            for name, rate, period in conn.execute(stmt)
+        }
 
     # -- creating ----------------------------------------------------------------------------
 
@@ -521,13 +529,18 @@ class Store(abc.ABC):
         queues: Sequence[str] | None,
         now: dt.datetime,
     ) -> list[Task]:
-        runnable = sorted(local.intersection(self.active_identifiers(conn)))
+        active = self.active_workers(conn)
+        runnable = sorted(local.intersection(active))
         if not runnable:
             return []
         controls = self.control_cache.current(conn)
         plan = plan_claim(
             conn, controls, queues, runnable, limit, now, present=self._present_queues
         )
+        limited = [found for name in runnable if (found := active[name]) is not None]
+        if limited:
+            rooms = worker_rooms(conn, limited, now)
+            plan = within_worker_rooms(conn, plan, runnable, rooms, limit, now)
         claimed: list[RowMapping] = []
         for scope, take in plan:
             claimed += self._claim_rows(conn, node_id, runnable, take, scope, now)

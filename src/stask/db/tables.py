@@ -52,6 +52,9 @@ workers = Table(
     Column("settings", Json, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # Cluster-wide: at most rate_limit of its tasks started per rate_period_seconds (0004).
+    Column("rate_limit", Integer, nullable=True),
+    Column("rate_period_seconds", Integer, nullable=True),
     **MYSQL_TEXT,
 )
 
@@ -102,6 +105,13 @@ Index("ix_s_tasks_locked_by", tasks.c.locked_by)
 # range scans bounded by what they count, never the queue's finished history. One index for both,
 # since every claim and finish already rewrites s_tasks' index entries (status is indexed).
 Index("ix_s_tasks_queue_status_started", tasks.c.queue, tasks.c.status, tasks.c.started_at)
+# The same count for a rate-limited worker (revision 0004).
+Index(
+    "ix_s_tasks_identifier_status_started",
+    tasks.c.identifier,
+    tasks.c.status,
+    tasks.c.started_at,
+)
 
 # The claimable set, kept narrow so the claim never reads the history in s_tasks. `identifier`
 # is here (not in DESIGN.md's sketch) so the claim can skip inactive or unknown workers without
