@@ -768,3 +768,27 @@ def test_record_and_claim_records_fenced_outcomes_and_claims_in_one_transaction(
     )
     assert (claimed, recorded) == ([], {waiting[0]})
     assert app.get(waiting[0]).status is Status.COMPLETED
+
+
+def test_on_postgresql_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
+    """Final outcomes recorded and due tasks claimed by one statement, no BEGIN/COMMIT."""
+    if dialect != "postgresql":
+        pytest.skip("the one-statement turn is PostgreSQL's; elsewhere it is one transaction")
+    first = app.create("inventory", "sync_stock").id
+    assert claim_ids(app.store, limit=1) == [first]  # also fills the controls' caches
+    waiting = app.create_many([("inventory", "sync_stock")] * 2)
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split())[:60])
+
+    event.listen(app.store.engine, "before_cursor_execute", record)
+    try:
+        claimed, recorded = app.store.record_and_claim(NODE, WORKERS, 5, finished=[(first, DONE)])
+    finally:
+        event.remove(app.store.engine, "before_cursor_execute", record)
+    assert (ids(claimed), recorded) == (waiting, {first})
+    assert len(seen) == 1, seen
+    assert seen[0].startswith("WITH fin AS")
+    assert app.get(first).status is Status.COMPLETED
+    assert [app.get(i).status for i in waiting] == [Status.RUNNING] * 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -14,6 +14,7 @@ from sqlalchemy import (
     RowMapping,
     TextClause,
     bindparam,
+    column,
     delete,
     insert,
     select,
@@ -23,14 +24,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.selectable import TextualSelect
 
-from stask.db.engine import build_engine
+from stask.db.engine import build_engine, translate_errors
 from stask.db.notify import announce
-from stask.db.queues import QueueScope
-from stask.db.store import Outcome, Store, final_params
+from stask.db.queues import QueueScope, held_back_queues
+from stask.db.store import RUNNING, Outcome, Store, final_params, task_from_row
 from stask.db.tables import queue, tasks
 from stask.errors import StaskError
-from stask.models import utcnow
+from stask.models import Status, Task, utcnow
 
 MYSQL_DEADLOCK = 1213
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
@@ -190,6 +192,69 @@ class PostgresStore(Store):
         if any(row["run_at"] <= now for row in rows):
             announce(conn)  # one per batch; delivered at commit, dropped on rollback
 
+    def __init__(self, engine: Engine, url: URL) -> None:
+        super().__init__(engine, url)
+        # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def record_and_claim(
+        self,
+        node_id: str,
+        identifiers: Iterable[str],
+        limit: int,
+        *,
+        queues: Sequence[str] | None = None,
+        finished: Sequence[tuple[int, Outcome]] = (),
+        logs: Sequence[Mapping[str, Any]] = (),
+        now: dt.datetime | None = None,
+    ) -> tuple[list[Task], set[int]]:
+        """A runner's turn as one statement when it can be: final outcomes only, no log lines,
+        and no paused or limited queue or rate-limited worker in the way (else the general
+        transaction of Store.record_and_claim)."""
+        local = sorted(set(identifiers))
+        if (
+            limit > 0
+            and local
+            and not logs
+            and all(o.status is not Status.PENDING for _, o in finished)
+        ):
+            done = self.retrying(
+                lambda: self._one_statement(node_id, local, limit, queues, finished, now)
+            )
+            if done is not None:
+                return done
+        return super().record_and_claim(
+            node_id, local, limit, queues=queues, finished=finished, logs=logs, now=now
+        )
+
+    def _one_statement(
+        self,
+        node_id: str,
+        local: list[str],
+        limit: int,
+        queues: Sequence[str] | None,
+        finished: Sequence[tuple[int, Outcome]],
+        now: dt.datetime | None,
+    ) -> tuple[list[Task], set[int]] | None:
+        at = now or utcnow()
+        with translate_errors(self.url), self._autocommit.connect() as conn:
+            if held_back_queues(self.control_cache.current(conn), queues, at):
+                return None
+            if not self.worker_limits.current(conn).keys().isdisjoint(local):
+                return None
+            sql = _PG_TURN_IN_QUEUES if queues else _PG_TURN
+            params = {
+                **final_params(node_id, finished, at),
+                "idents": local,
+                "queues": list(queues or ()),
+                "limit": limit,
+            }
+            rows = conn.execute(sql, params).mappings().all()
+        recorded = {int(i) for i in rows[0]["recorded_ids"]} if rows else set()
+        claimed = [task_from_row(row) for row in rows if row["id"] is not None]
+        claimed.sort(key=lambda t: (t.priority.weight, t.run_at, t.id))
+        return claimed, recorded
+
     def _claim_rows(
         self,
         conn: Connection,
@@ -221,6 +286,51 @@ class PostgresStore(Store):
 
     def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         return _insert_skipping_taken(conn, postgresql.insert(tasks), rows)
+
+
+def _pg_turn(queue_filter: str) -> TextualSelect:
+    """Record final outcomes and claim due tasks in one PostgreSQL statement.
+
+    ``fin`` is the batched finish of ``finish_final_sql``; ``picked`` / ``removed`` /
+    ``claimed`` the claim of ``_claim_rows`` (active workers checked in SQL). They touch
+    disjoint rows: ``fin`` running ones of this node, ``claimed`` pending ones. The outer
+    join returns one row even when nothing was claimed, to carry the ids recorded.
+    """
+    claim_set = ", ".join(
+        f"{name} = {value}"
+        for name, value in (
+            ("status", str(RUNNING)),
+            ("locked_by", ":node"),
+            ("locked_at", ":now"),
+            ("started_at", ":now"),
+            ("finished_at", "NULL"),
+            ("attempts", "s_tasks.attempts + 1"),
+            ("updated_at", ":now"),
+        )
+    )
+    columns = ", ".join(f"claimed.{column.name}" for column in tasks.c)
+    sql = (
+        "WITH fin AS ("
+        + PostgresStore.finish_final_sql.text
+        + "), picked AS MATERIALIZED (SELECT task_id FROM s_queue"
+        " WHERE run_at <= :now AND identifier = ANY(:idents)"
+        " AND identifier IN (SELECT identifier FROM s_workers WHERE active)"
+        + queue_filter
+        + " ORDER BY priority, run_at, task_id LIMIT :limit FOR UPDATE OF s_queue SKIP LOCKED)"
+        ", removed AS (DELETE FROM s_queue USING picked WHERE s_queue.task_id = picked.task_id"
+        " RETURNING s_queue.task_id)"
+        ", claimed AS (UPDATE s_tasks SET "
+        + claim_set
+        + " FROM removed WHERE s_tasks.id = removed.task_id RETURNING s_tasks.*)"
+        " SELECT ARRAY(SELECT id FROM fin) AS recorded_ids, "
+        + columns
+        + " FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
+    )
+    return _typed(sql).columns(column("recorded_ids"), *tasks.c)
+
+
+_PG_TURN = _pg_turn("")
+_PG_TURN_IN_QUEUES = _pg_turn(" AND queue = ANY(:queues)")
 
 
 class MySQLStore(Store):

@@ -113,21 +113,25 @@ class ControlCache:
     """
 
     def __init__(
-        self, ttl: float = CONTROLS_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float = CONTROLS_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        loader: Callable[[Connection], dict[str, Any]] | None = None,
     ) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.loader = loader or read_controls
         self._lock = threading.Lock()
-        self._controls: dict[str, QueueControl] = {}
+        self._controls: dict[str, Any] = {}
         self._read_at: float | None = None
         self._generation = 0
 
-    def current(self, conn: Connection) -> dict[str, QueueControl]:
+    def current(self, conn: Connection) -> dict[str, Any]:
         with self._lock:
             generation = self._generation
             if self._read_at is not None and self.clock() - self._read_at < self.ttl:
                 return self._controls
-        found = read_controls(conn)
+        found = self.loader(conn)
         with self._lock:
             if generation == self._generation:  # not forgotten meanwhile
                 self._controls, self._read_at = found, self.clock()
@@ -154,6 +158,24 @@ def shared_control_cache(database: str) -> ControlCache:
         return _SHARED_CACHES.setdefault(database, ControlCache())
 
 
+def shared_worker_limits_cache(database: str) -> ControlCache:
+    """The rate-limited workers of ``database`` (``read_worker_limits``), shared like the
+    controls. Only the one-statement claim consults it, to know it may skip the split claim;
+    a limit set elsewhere reaches it within the cache period."""
+    with _SHARED_CACHES_LOCK:
+        return _SHARED_CACHES.setdefault(
+            f"workers:{database}", ControlCache(loader=read_worker_limits)
+        )
+
+
+def read_worker_limits(conn: Connection) -> dict[str, Any]:
+    c = workers.c
+    stmt = select(c.identifier, c.rate_limit, c.rate_period_seconds).where(
+        c.rate_limit.is_not(None), c.rate_period_seconds.is_not(None)
+    )
+    return {name: WorkerLimit(name, rate, period) for name, rate, period in conn.execute(stmt)}
+
+
 def read_controls(conn: Connection) -> dict[str, QueueControl]:
     """The queues with a pause or a limit set (rows with nothing set do not matter to claims)."""
     c = queue_controls.c
@@ -178,6 +200,16 @@ def claimable_clauses(
 Claims = list[tuple[QueueScope, int]]
 
 
+def held_back_queues(
+    controls: Mapping[str, QueueControl], served: Sequence[str] | None, now: dt.datetime
+) -> bool:
+    """Whether a served queue is paused or limited now (a claim must then be split)."""
+    return any(
+        (not served or control.name in served) and (control.paused_at(now) or control.limited)
+        for control in controls.values()
+    )
+
+
 def plan_claim(
     conn: Connection,
     controls: Mapping[str, QueueControl],
@@ -200,11 +232,11 @@ def plan_claim(
     unlimited ones go back to one statement.
     """
     wanted = list(dict.fromkeys(served)) if served else None
+    if not held_back_queues(controls, served, now):
+        return [(QueueScope(include=tuple(wanted) if wanted else None), limit)]
     relevant = [c for c in controls.values() if wanted is None or c.name in wanted]
     paused = {c.name for c in relevant if c.paused_at(now)}
     limited = sorted(c.name for c in relevant if c.limited and c.name not in paused)
-    if not paused and not limited:
-        return [(QueueScope(include=tuple(wanted) if wanted else None), limit)]
     held_back = paused.union(limited)
     branches: Claims = []
     if wanted is None:

@@ -41,6 +41,7 @@ from stask.db.queues import (
     claimable_clauses,
     plan_claim,
     shared_control_cache,
+    shared_worker_limits_cache,
     within_worker_rooms,
     worker_rooms,
 )
@@ -267,7 +268,9 @@ class Store(abc.ABC):
     def __init__(self, engine: Engine, url: URL) -> None:
         self.engine = engine
         self.url = url
-        self.control_cache = shared_control_cache(url.render_as_string(hide_password=False))
+        database = url.render_as_string(hide_password=False)
+        self.control_cache = shared_control_cache(database)
+        self.worker_limits = shared_worker_limits_cache(database)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -343,7 +346,9 @@ class Store(abc.ABC):
                 .where(workers.c.identifier == identifier)
                 .values(updated_at=utcnow(), **values)
             )
-            return conn.execute(stmt).rowcount > 0
+            changed = conn.execute(stmt).rowcount > 0
+        self.worker_limits.forget()  # after the commit, so no claim caches the old limits
+        return changed
 
     def delete_workers(self, identifiers: Sequence[str]) -> int:
         if not identifiers:
