@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from sqlalchemy import text
 
 from stask import Stask, Status
+from stask.cli import COMMANDS, cli
 from stask.models import utcnow
 
 STASK = str(Path(sys.executable).with_name("stask"))
@@ -131,6 +133,56 @@ def test_help_needs_no_database(cli_env: dict[str, str]) -> None:
     env = {**cli_env, "STASK_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"}
     assert "run-pending" in stask(env, "--help").stdout
     assert "Usage" in stask(env, "create", "--help").stdout
+
+
+def test_lazy_commands_match_their_modules() -> None:
+    """`stask --help` shows the stored help of commands it does not import: keep it in step."""
+    with click.Context(cli) as ctx:
+        assert cli.list_commands(ctx) == sorted(COMMANDS)
+        for name, lazy in COMMANDS.items():
+            command = cli.get_command(ctx, name)
+            assert command is not None, name
+            assert command.name == name
+            stored = click.Command(name, help=lazy.help)
+            for limit in (30, 45, 80, 200):
+                assert stored.get_short_help_str(limit) == command.get_short_help_str(limit), name
+
+
+# Loads what `stask worker` loads (its command, a Stask, a runner that starts, fires schedules,
+# listens and stops) and names the display-only and optional libraries that got imported.
+WORKER_PATH = """
+import sys
+
+import click
+
+from stask import Stask
+from stask.cli import cli
+from stask.runner import Runner, RunnerOptions
+
+with click.Context(cli) as ctx:
+    assert cli.get_command(ctx, "worker") is not None
+with Stask() as app:
+    runner = Runner(app, RunnerOptions(concurrency=1, grace_seconds=0))
+    runner.request_stop()
+    runner.run()
+unwanted = ("rich", "alembic", "cron_descriptor", "croniter", "pydantic", "pydantic_settings")
+print(" ".join(name for name in unwanted if name in sys.modules))
+"""
+
+
+def test_worker_path_skips_display_and_migration_libraries(
+    app: Stask, cli_env: dict[str, str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_PATH],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
 
 
 def test_run_pending_batch_size_and_claim_order(app: Stask, cli_env: dict[str, str]) -> None:

@@ -1,89 +1,186 @@
-"""Typed settings: arguments, then ``STASK_*`` environment variables, then ``stask.toml``."""
+"""Typed settings: arguments, then ``STASK_*`` environment variables, then ``stask.toml``.
+
+A small hand-written loader (pydantic-settings cost the runner about 10 MB of memory). Values
+are coerced and checked the way pydantic's lax mode did, with the same error wording.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tomllib
-from pathlib import Path
-from typing import Annotated, Any
-
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from collections import deque
+from collections.abc import Callable, Iterator, KeysView, Mapping, ValuesView
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path, PurePath
+from typing import Any
 
 from stask.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./storage/stask.db"
 CONFIG_FILE_ENV = "STASK_CONFIG"
 DEFAULT_CONFIG_FILE = "stask.toml"
+ENV_PREFIX = "STASK_"
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the top-level keys of ``stask.toml`` (or the file named by ``STASK_CONFIG``)."""
+class _Invalid(Exception):
+    """What is wrong with one value: (where below the field, message) pairs."""
 
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-        self.data = self._load()
-
-    def _load(self) -> dict[str, Any]:
-        if self.path is None or not self.path.is_file():
-            return {}
-        try:
-            with self.path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {self.path}: {exc} - fix the TOML syntax") from exc
-        section = data.get("stask", data)
-        known = set(self.settings_cls.model_fields)
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) in {self.path}: {', '.join(unknown)} - "
-                f"known keys are {', '.join(sorted(known))}"
-            )
-        return dict(section)
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self.data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.data)
+    def __init__(
+        self, message: str = "", problems: list[tuple[tuple[int, ...], str]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [((), message)]
 
 
-class Settings(BaseSettings):
-    """Everything stask reads from its environment. Minimal config is none at all."""
+NOT_A_NUMBER = "Input should be a valid number"
+UNPARSABLE_NUMBER = "Input should be a valid number, unable to parse string as a number"
 
-    model_config = SettingsConfigDict(env_prefix="STASK_", extra="forbid")
 
-    database_url: str = DEFAULT_DATABASE_URL
-    storage: Path = Path("./storage")
-    workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    default_queue: str = "default"
-    lease_seconds: float = Field(default=30.0, gt=0)
-    heartbeat_seconds: float = Field(default=5.0, gt=0)
-
-    @field_validator("workers", mode="before")
-    @classmethod
-    def _split_workers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
+def _string(value: Any) -> str:
+    if isinstance(value, str):
         return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            raise _Invalid(
+                "Input should be a valid string, unable to parse raw data as a unicode string"
+            ) from None
+    raise _Invalid("Input should be a valid string")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _TomlSource(settings_cls, config_file_path())
+
+def _path(value: Any) -> Path:
+    if isinstance(value, str | PurePath):
+        return Path(value)
+    raise _Invalid(f"Input is not a valid path for {Path}")
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, str | bytes):
+        if isinstance(value, str) and not value.isascii():
+            raise _Invalid(UNPARSABLE_NUMBER)
+        try:
+            number = float(value)
+        except ValueError:
+            raise _Invalid(UNPARSABLE_NUMBER) from None
+    elif isinstance(value, bool | int | float | Decimal):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _Invalid(NOT_A_NUMBER) from None
+    else:
+        raise _Invalid(NOT_A_NUMBER)
+    if not number > 0:  # also refuses NaN
+        raise _Invalid("Input should be greater than 0")
+    return number
+
+
+def _module_list(value: Any) -> list[str]:
+    """A list of names; a string is split on commas (``STASK_WORKERS=a.workers,b.workers``)."""
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    if not isinstance(
+        value, list | tuple | set | frozenset | deque | KeysView | ValuesView | Iterator
+    ):
+        raise _Invalid("Input should be a valid list")
+    names: list[str] = []
+    problems: list[tuple[tuple[int, ...], str]] = []
+    for index, item in enumerate(value):
+        try:
+            names.append(_string(item))
+        except _Invalid as invalid:
+            problems += [((index, *loc), message) for loc, message in invalid.problems]
+    if problems:
+        raise _Invalid(problems=problems)
+    return names
+
+
+# Field name -> (coercion, default factory), in the order errors are reported.
+_FIELDS: dict[str, tuple[Callable[[Any], Any], Callable[[], Any]]] = {
+    "database_url": (_string, lambda: DEFAULT_DATABASE_URL),
+    "storage": (_path, lambda: Path("./storage")),
+    "workers": (_module_list, list),
+    "default_queue": (_string, lambda: "default"),
+    "lease_seconds": (_positive_float, lambda: 30.0),
+    "heartbeat_seconds": (_positive_float, lambda: 5.0),
+}
+
+
+@dataclass(init=False)
+class Settings:
+    """Everything stask reads from its environment. Minimal config is none at all.
+
+    ``Settings(**values)`` takes ``values`` first, then ``STASK_*`` environment variables (in
+    any letter case), then ``stask.toml`` (or the file named by ``STASK_CONFIG``), then the
+    defaults; it raises ConfigError naming every invalid value.
+    """
+
+    database_url: str
+    storage: Path
+    workers: list[str]
+    default_queue: str
+    lease_seconds: float
+    heartbeat_seconds: float
+
+    def __init__(self, **values: Any) -> None:
+        from_file = _read_toml(config_file_path())
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        problems: list[str] = []
+        for name, (coerce, default) in _FIELDS.items():
+            env_name = f"{ENV_PREFIX}{name}".lower()
+            if name in values:
+                raw = values[name]
+            elif env_name in environment:
+                raw = environment[env_name]
+            elif name in from_file:
+                raw = from_file[name]
+            else:
+                setattr(self, name, default())
+                continue
+            try:
+                setattr(self, name, coerce(raw))
+            except _Invalid as invalid:
+                problems += [_describe((name, *loc), message) for loc, message in invalid.problems]
+        problems += [
+            _describe((name,), "Extra inputs are not permitted")
+            for name in values
+            if name not in _FIELDS
+        ]
+        if problems:
+            raise ConfigError(f"invalid settings: {'; '.join(problems)}")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe values that ``Settings(**values)`` turns back into these settings."""
+        values = dataclasses.asdict(self)
+        values["storage"] = str(self.storage)
+        return values
+
+
+def _describe(loc: tuple[str | int, ...], message: str) -> str:
+    return f"{'.'.join(str(part) for part in loc)}: {message}"
+
+
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    """The top-level keys of ``stask.toml`` (or its ``[stask]`` table); unknown keys refused."""
+    if path is None or not path.is_file():
+        return {}
+    import tomllib  # only when there is a file to read
+
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc} - fix the TOML syntax") from exc
+    section: Mapping[str, Any] = data.get("stask", data)
+    known = set(_FIELDS)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {path}: {', '.join(unknown)} - "
+            f"known keys are {', '.join(sorted(known))}"
+        )
+    return dict(section)
 
 
 def config_file_path() -> Path | None:
@@ -97,12 +194,5 @@ def config_file_path() -> Path | None:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning pydantic's report into one line a person can act on."""
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return Settings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from exc
+    """Build settings from the given values (``None`` means "not given"), env and file."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})

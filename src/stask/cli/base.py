@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from gettext import gettext as _
+from typing import Any, NamedTuple, TypeVar, cast
 
 import click
 
@@ -20,12 +22,71 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERRUPTED = 130
 
 
+class LazyCommand(NamedTuple):
+    """A command imported on first use: where it lives and its help's first paragraph."""
+
+    target: str  # "package.module:attribute"
+    help: str
+
+
 class StaskGroup(click.Group):
     """Prints every failure as one ``Error: ...`` line on stderr with the right exit code.
 
     0 success, 1 operational error (database down, task not found, ...), 2 usage error
     (bad arguments, unknown worker or action, invalid configuration).
+
+    ``lazy_commands`` are imported only when they run or their own help is shown; the group's
+    help lists them from their stored help text, so it imports none of them.
     """
+
+    def __init__(
+        self,
+        *args: Any,
+        lazy_commands: Mapping[str, LazyCommand] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in self.lazy_commands:
+            module, _sep, attribute = self.lazy_commands[cmd_name].target.partition(":")
+            loaded = getattr(importlib.import_module(module), attribute)
+            if not isinstance(loaded, click.Command):
+                raise TypeError(f"{self.lazy_commands[cmd_name].target} is not a click command")
+            self.add_command(loaded, cmd_name)
+            command = loaded
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as err:
+            # click suggests close names from ``self.commands``: only the loaded ones here.
+            raise click.exceptions.NoSuchCommand(
+                err.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with unloaded commands described by their stored help."""
+        commands: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None:
+                command = click.Command(name, help=self.lazy_commands[name].help)
+            if not command.hidden:
+                commands.append((name, command))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _cmd in commands)
+            rows = [(name, command.get_short_help_str(limit)) for name, command in commands]
+            with formatter.section(_("Commands")):
+                formatter.write_dl(rows)
 
     def main(
         self,

@@ -8,10 +8,8 @@ cancellation or shutdown: the only way to stop code that never reaches a checkpo
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import threading
 from collections.abc import Coroutine
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from stask.core.context import LeaseLost, Snapshot, TaskCancelled, TaskContext, TaskTimedOut
@@ -19,6 +17,8 @@ from stask.db.store import Outcome
 from stask.models import JSONDict, Status, Task
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from stask.core.executor import Executor
     from stask.core.worker import BaseWorker
 
@@ -94,9 +94,11 @@ def run_in_child(
     The parent keeps the task's checkpoints (``context.check_cancelled``) while it waits, so
     the limits apply even to code that never calls ``progress()``.
     """
+    import multiprocessing  # only process-isolated workers need it: keep runners small
+
     spawn = multiprocessing.get_context("spawn")
     receive, send = spawn.Pipe(duplex=False)
-    settings = executor.app.settings.model_dump(mode="json")
+    settings = executor.app.settings.to_json()
     child = spawn.Process(
         target=_child_main,
         args=(settings, executor.app.registry.use_entry_points, executor.node_id, task, send),

@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from stask.core.worker import normalize_action
 from stask.errors import ValidationError
 from stask.models import JSONDict
@@ -128,6 +126,8 @@ def expression(value: Any) -> str:
     )
     if not isinstance(value, str):
         raise invalid("expression", allowed, value)
+    from croniter import CroniterBadDateError, croniter  # only cron schedules need it
+
     text = " ".join(value.split())
     standard = CRON_ALIASES.get(text.lower(), text)
     if len(standard.split()) != 5 or not croniter.is_valid(standard):

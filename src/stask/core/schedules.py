@@ -25,14 +25,15 @@ import abc
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
-
-from croniter import CroniterBadDateError, croniter
 
 from stask.core import schedule_fields as fields
 from stask.errors import ValidationError
 from stask.models import JSONDict, to_utc_naive
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 SCHEDULE_KEY = "schedule"
 STATE_KEY = "schedule_state"
@@ -234,9 +235,13 @@ class Cron(Schedule):
         return {"expression": self.expression}
 
     def walls_after(self, start: dt.datetime) -> Iterator[dt.datetime]:
+        from croniter import croniter  # only cron schedules need it: keep runners small
+
         return _cron_walls(croniter(self.standard, start), forward=True)
 
     def walls_until(self, end: dt.datetime) -> Iterator[dt.datetime]:
+        from croniter import croniter
+
         # croniter's get_prev is strictly earlier; start one minute past `end`'s minute.
         start = end.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
         return _cron_walls(croniter(self.standard, start), forward=False)
@@ -253,6 +258,8 @@ class Cron(Schedule):
 
 
 def _cron_walls(iterator: croniter, *, forward: bool) -> Iterator[dt.datetime]:
+    from croniter import CroniterBadDateError
+
     while True:
         try:
             wall = iterator.get_next(dt.datetime) if forward else iterator.get_prev(dt.datetime)
