@@ -26,6 +26,7 @@ from stask.db.tables import queue_controls
 from stask.errors import DatabaseError, InvalidQueueSetting
 from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions
+from tests.test_cli import stask
 
 STASK = str(Path(sys.executable).with_name("stask"))
 NODE = "node-a"
@@ -514,14 +515,6 @@ def test_queues_lists_known_queues_only(app: Stask) -> None:
     assert listed == {"busy": (0, 1), "emails": (2, 0), "later": (1, 0), "quiet": (0, 0)}
     app.resume_queue("nobody")
     assert "nobody" not in {info.name for info in app.queues()}
-
-
-def stask(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [STASK, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-    return done
 
 
 def listed(env: dict[str, str]) -> dict[str, Any]:

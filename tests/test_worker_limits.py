@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +18,8 @@ from stask.db.store import Outcome, Store
 from stask.db.tables import workers
 from stask.errors import InvalidQueueSetting, UnknownWorker
 from stask.models import utcnow
+from tests.test_cli import assert_one_line_error, stask
 
-STASK = str(Path(sys.executable).with_name("stask"))
 NODE = "node-a"
 WORKERS = ["inventory", "mailer"]
 DONE = Outcome(status=Status.COMPLETED, message="done")
@@ -144,14 +141,6 @@ def test_an_unknown_worker_is_named(app: Stask) -> None:
         app.set_worker_rate_limit("ghost", 1, 60)
 
 
-def stask(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [STASK, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-    return done
-
-
 def listed(env: dict[str, str]) -> dict[str, Any]:
     entries = json.loads(stask(env, "workers", "list", "--json").stdout)
     return {entry["identifier"]: entry for entry in entries}
@@ -183,10 +172,6 @@ def test_cli_sets_and_clears_a_worker_rate_limit(app: Stask, cli_env: dict[str, 
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(
     app: Stask, cli_env: dict[str, str], args: tuple[str, ...], code: int, fragment: str
 ) -> None:
-    done = stask(cli_env, "workers", "limit", *args, code=code)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("Error: ")
-    assert fragment in lines[0]
+    assert_one_line_error(stask(cli_env, "workers", "limit", *args, code=code), fragment)
     with app.store.reading() as conn:
         assert conn.execute(select(workers.c.rate_limit)).scalars().all() == [None, None]

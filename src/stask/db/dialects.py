@@ -29,7 +29,14 @@ from sqlalchemy.sql.selectable import TextualSelect
 from stask.db.engine import build_engine, translate_errors
 from stask.db.notify import announce
 from stask.db.queues import QueueScope, held_back_queues
-from stask.db.store import RUNNING, Outcome, Store, final_params, task_from_row
+from stask.db.store import (
+    RUNNING,
+    Outcome,
+    Store,
+    final_params,
+    in_claim_order,
+    task_from_row,
+)
 from stask.db.tables import queue, tasks
 from stask.errors import StaskError
 from stask.models import Status, Task, utcnow
@@ -252,8 +259,7 @@ class PostgresStore(Store):
             rows = conn.execute(sql, params).mappings().all()
         recorded = {int(i) for i in rows[0]["recorded_ids"]} if rows else set()
         claimed = [task_from_row(row) for row in rows if row["id"] is not None]
-        claimed.sort(key=lambda t: (t.priority.weight, t.run_at, t.id))
-        return claimed, recorded
+        return in_claim_order(claimed), recorded
 
     def _claim_rows(
         self,

@@ -337,27 +337,13 @@ def worker_rooms(
     if not locked:
         return rooms
     columns = [
-        worker_started_count(name, by_name[name].since(now)).label(f"w_{n}")
+        started_count(name, by_name[name].since(now), tasks.c.identifier).label(f"w_{n}")
         for n, name in enumerate(locked)
     ]
     counts = conn.execute(select(*columns)).one()
     for name, started in zip(locked, counts, strict=True):
         rooms[name] = max(0, by_name[name].rate_limit - int(started))
     return rooms
-
-
-def worker_started_count(identifier: str, since: dt.datetime) -> Any:
-    """Tasks of the worker whose latest attempt started after ``since`` (one range per status)."""
-    return (
-        select(func.count())
-        .select_from(tasks)
-        .where(
-            tasks.c.identifier == identifier,
-            tasks.c.status.in_(EVERY_STATUS),
-            tasks.c.started_at > since,
-        )
-        .scalar_subquery()
-    )
 
 
 def within_worker_rooms(
@@ -464,12 +450,13 @@ def running_count(name: str) -> Any:
     )
 
 
-def started_count(name: str, since: dt.datetime) -> Any:
-    """Tasks of the queue whose latest attempt started after ``since`` (one range per status)."""
+def started_count(name: str, since: dt.datetime, by: Any = tasks.c.queue) -> Any:
+    """Tasks of the queue (or, ``by`` the identifier column, of the worker) whose latest attempt
+    started after ``since``: one range per status of (queue | identifier, status, started_at)."""
     return (
         select(func.count())
         .select_from(tasks)
-        .where(tasks.c.queue == name, tasks.c.status.in_(EVERY_STATUS), tasks.c.started_at > since)
+        .where(by == name, tasks.c.status.in_(EVERY_STATUS), tasks.c.started_at > since)
         .scalar_subquery()
     )
 

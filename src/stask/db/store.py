@@ -117,6 +117,12 @@ class Outcome:
     refund_attempt: bool = False
 
 
+def in_claim_order(found: list[Task]) -> list[Task]:
+    """Claimed tasks sorted as claims take them: priority, then run_at, then id."""
+    found.sort(key=lambda t: (t.priority.weight, t.run_at, t.id))
+    return found
+
+
 def task_from_row(row: Mapping[Any, Any]) -> Task:
     return Task(
         id=int(row["id"]),
@@ -520,8 +526,7 @@ class Store(abc.ABC):
                 at = now or utcnow()
                 recorded = self._record(conn, node_id, finished, logs, at)
                 claimed = self._claim(conn, node_id, local, limit, queues, at) if limit else []
-            claimed.sort(key=lambda t: (t.priority.weight, t.run_at, t.id))
-            return claimed, recorded
+            return in_claim_order(claimed), recorded
 
         return self.retrying(work)
 

@@ -21,8 +21,9 @@ from stask.core.liveness import Liveness
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore, Rescue
 from stask.db.notify import Listener
+from stask.db.store import Outcome
 from stask.errors import ConfigError, StaskError
-from stask.models import Task
+from stask.models import JSONDict, Task
 
 log = logging.getLogger("stask.runner")
 FLUSH_INTERVAL_SECONDS = 0.05
@@ -180,13 +181,14 @@ class Runner:
                 # Outcomes waiting to be recorded go in the claim's transaction.
                 batch = self._take_done()
                 try:
+                    finished, logs = _to_record(batch)
                     claimed, accepted = self.store.record_and_claim(
                         self.node_id,
                         identifiers,
                         want,
                         queues=self.options.queues or None,
-                        finished=[(item.task.id, item.outcome) for item in batch],
-                        logs=[entry for item in batch for entry in item.logs],
+                        finished=finished,
+                        logs=logs,
                     )
                     self._recorded(batch, accepted)
                     failures = 0
@@ -261,11 +263,7 @@ class Runner:
             batch = self._take_done()
             if batch:
                 try:
-                    accepted = self.store.finish_many(
-                        self.node_id,
-                        [(item.task.id, item.outcome) for item in batch],
-                        [entry for item in batch for entry in item.logs],
-                    )
+                    accepted = self.store.finish_many(self.node_id, *_to_record(batch))
                     self._recorded(batch, accepted)
                     failures = 0
                 except StaskError as err:
@@ -362,3 +360,10 @@ class Runner:
             log.info("released %d task(s) back to the queue", len(released))
         except StaskError as err:  # the rescuer requeues them after the lease instead
             log.warning("could not release %s: %s", task_ids, err)
+
+
+def _to_record(batch: list[Finished]) -> tuple[list[tuple[int, Outcome]], list[JSONDict]]:
+    """The outcomes and log lines of a batch, as the store records them."""
+    return [(item.task.id, item.outcome) for item in batch], [
+        entry for item in batch for entry in item.logs
+    ]
