@@ -3,8 +3,9 @@
 A fresh database gets 1,000,000 finished tasks (one ``INSERT ... SELECT generate_series``), then:
 the drain throughput there against an empty database (alternating, medians), and a soak of
 ``--minutes`` with a producer enqueueing ``--rate`` tasks/s while a runner (concurrency 4)
-works. Per minute: throughput, claim latency p99 (``store.claim`` timed by wrapping it), queue
-depth and the dead tuples of s_queue and s_tasks (pg_stat_user_tables).
+works. Per minute: throughput, claim latency p99 (``store.record_and_claim`` timed by wrapping
+it: one turn, recording finished outcomes and claiming), queue depth and the dead tuples of
+s_queue and s_tasks (pg_stat_user_tables).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def soak(
 ) -> list[dict[str, Any]]:
     app = stask_side.prepared_app(db, storage)
     producer_app = stask_side.make_app(db, storage)
-    claims = CallTimer([], "claim", lambda _args, result: len(result))
+    claims = stask_side.claim_timer([])
 
     def attach(runner: Runner) -> None:
         claims.targets = stask_side.runner_stores(runner)[:1]  # the store the fetcher claims on
