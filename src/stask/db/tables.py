@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -20,21 +21,72 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 metadata = MetaData()
 
+
+class _Variant(TypeDecorator[Any]):
+    """A generic type that turns into a dialect's own type only when that dialect uses it.
+
+    ``with_variant(postgresql.JSONB(), ...)`` would import sqlalchemy.dialects.postgresql and
+    .mysql in every process, SQLite runners included: about 3.7 MB of an idle runner's RSS.
+    """
+
+    cache_ok = True
+    variants: ClassVar[dict[str, Callable[[], TypeEngine[Any]]]] = {}
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        make = self.variants.get(dialect.name)
+        return dialect.type_descriptor(make() if make is not None else self.impl_instance)
+
+
+def _jsonb() -> TypeEngine[Any]:
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return JSONB()
+
+
+def _mysql_datetime() -> TypeEngine[Any]:
+    from sqlalchemy.dialects.mysql import DATETIME
+
+    return DATETIME(fsp=6)
+
+
+def _mediumtext() -> TypeEngine[Any]:
+    from sqlalchemy.dialects.mysql import MEDIUMTEXT
+
+    return MEDIUMTEXT()
+
+
+class _Json(_Variant):
+    """JSONB on PostgreSQL; MariaDB's JSON is LONGTEXT with a json_valid check; SQLite: text."""
+
+    cache_ok = True  # read from each class's own namespace
+    impl = JSON
+    variants = {"postgresql": _jsonb}
+
+
+class _Timestamp(_Variant):
+    """Microseconds on MariaDB (its DATETIME default drops fractions, which breaks ordering)."""
+
+    cache_ok = True  # read from each class's own namespace
+    impl = DateTime
+    variants = {"mysql": _mysql_datetime, "mariadb": _mysql_datetime}
+
+
+class _LongText(_Variant):
+    cache_ok = True  # read from each class's own namespace
+    impl = Text
+    variants = {"mysql": _mediumtext, "mariadb": _mediumtext}
+
+
 # BIGINT ids everywhere but SQLite, where only INTEGER PRIMARY KEY is the autoincrementing rowid.
 BigId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
-# JSONB on PostgreSQL; MariaDB's JSON is LONGTEXT with a json_valid check; SQLite stores text.
-Json: TypeEngine[Any] = JSON().with_variant(postgresql.JSONB(), "postgresql")
-# Microsecond timestamps on MariaDB (its DATETIME default drops fractions, which breaks ordering).
-Timestamp: TypeEngine[Any] = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-LongText: TypeEngine[str] = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-# Any Unicode in every text column even where the database default is latin1 (upstream MariaDB
-# before 11.6). Both prefixes: a `mariadb+` URL reads only `mariadb_` options.
-MYSQL_TEXT: dict[str, Any] = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
+Json: TypeEngine[Any] = _Json()
+Timestamp: TypeEngine[Any] = _Timestamp()
+LongText: TypeEngine[str] = _LongText()
 
 workers = Table(
     "s_workers",
@@ -55,7 +107,6 @@ workers = Table(
     # Cluster-wide: at most rate_limit of its tasks started per rate_period_seconds (0004).
     Column("rate_limit", Integer, nullable=True),
     Column("rate_period_seconds", Integer, nullable=True),
-    **MYSQL_TEXT,
 )
 
 tasks = Table(
@@ -92,9 +143,6 @@ tasks = Table(
     # Per-task overrides (revision 0002): seconds an attempt may run, and a start deadline.
     Column("timeout_seconds", Float, nullable=True),
     Column("expires_at", Timestamp, nullable=True),
-    # Room for HOT updates of the progress columns, which are never indexed.
-    postgresql_with={"fillfactor": 80},
-    **MYSQL_TEXT,
 )
 Index("ix_s_tasks_status_id", tasks.c.status, tasks.c.id)
 Index("ix_s_tasks_identifier_id", tasks.c.identifier, tasks.c.id)
@@ -130,7 +178,6 @@ queue = Table(
     Column("identifier", String(100), nullable=False),
     Column("priority", SmallInteger, nullable=False),
     Column("run_at", Timestamp, nullable=False),
-    **MYSQL_TEXT,
 )
 Index("ix_s_queue_claim", queue.c.queue, queue.c.priority, queue.c.run_at, queue.c.task_id)
 # Claims across all queues walk this one in claim order; without it MariaDB sorts the whole set
@@ -148,7 +195,6 @@ task_logs = Table(
     Column("level", String(10), nullable=False),
     Column("message", Text, nullable=False),
     Column("context", Json, nullable=True),
-    **MYSQL_TEXT,
 )
 Index("ix_s_task_logs_task_id", task_logs.c.task_id, task_logs.c.id)
 Index("ix_s_task_logs_ts", task_logs.c.ts)
@@ -164,7 +210,6 @@ nodes = Table(
     Column("version", String(50), nullable=False),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
-    **MYSQL_TEXT,
 )
 Index("ix_s_nodes_heartbeat_at", nodes.c.heartbeat_at)
 
@@ -182,7 +227,27 @@ queue_controls = Table(
     Column("rate_limit", Integer, nullable=True),
     Column("rate_period_seconds", Integer, nullable=True),
     Column("updated_at", Timestamp, nullable=False),
-    **MYSQL_TEXT,
 )
 
 ALL_TABLES = (workers, tasks, queue, task_logs, nodes, queue_controls)
+
+
+# Any Unicode in every text column even where the database default is latin1 (upstream MariaDB
+# before 11.6). Both prefixes: a `mariadb+` URL reads only `mariadb_` options.
+MYSQL_TEXT: dict[str, Any] = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
+# Options only CREATE TABLE reads. Given to Table() above, they would load the PostgreSQL and
+# MySQL dialects in every process (SQLAlchemy imports a dialect to check its options): 3.2 MB
+# of a SQLite runner's RSS. The migrations set them in their DDL; autogenerate sees them
+# through ddl_metadata().
+DDL_OPTIONS: dict[str, dict[str, Any]] = {
+    # Room for HOT updates of the progress columns, which are never indexed.
+    "s_tasks": {"postgresql_with": {"fillfactor": 80}, **MYSQL_TEXT},
+    **dict.fromkeys(("s_workers", "s_queue", "s_task_logs", "s_nodes", "s_queues"), MYSQL_TEXT),
+}
+
+
+def ddl_metadata() -> MetaData:
+    """The schema with its CREATE TABLE options, for Alembic (idempotent)."""
+    for name, options in DDL_OPTIONS.items():
+        Table(name, metadata, extend_existing=True, **options)
+    return metadata
