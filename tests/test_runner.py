@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import signal
@@ -24,8 +25,9 @@ from stask.db.engine import parse_url
 from stask.db.nodes import NodeStore
 from stask.errors import DatabaseUnavailable, ValidationError
 from stask.models import utcnow
-from stask.runner import Runner, RunnerOptions
+from stask.runner import Runner, RunnerOptions, daemon
 from stask.settings import load_settings
+from tests.test_cli import stask
 
 STASK = str(Path(sys.executable).with_name("stask"))
 WORKERS = "tests.runner_workers"
@@ -381,6 +383,43 @@ def test_postgres_notify_wakes_a_runner_of_another_process(
         thread.join(timeout=30)
         other.close()
     assert sum("pg_notify" in s for s in statements) == 1  # one per batch, not per row
+
+
+def test_sqlite_wake_file_wakes_a_runner_when_another_process_enqueues(
+    runner_app: Stask,
+    runner_env: dict[str, str],
+    tmp_path: Path,
+    dialect: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if dialect != "sqlite":
+        pytest.skip("the wake file is SQLite's (PostgreSQL has NOTIFY)")
+    # Polls 30 s apart: a task started within the test's wait was woken by the file.
+    monkeypatch.setattr(daemon, "MIN_POLL_SECONDS", 30.0)
+    runner = Runner(runner_app, RunnerOptions(concurrency=1, poll_seconds=30))
+    assert runner.listener is not None
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    log = tmp_path / "w.log"
+    try:
+        assert runner.listener.listening.wait(10)
+        wait_until(lambda: runner.idle, what="idle")
+        created = stask(runner_env, "create", "counter", "touch", "-o", f"log={log}", "--json")
+        task_id = int(json.loads(created.stdout)["id"])
+        wait_until(lambda: runner_app.get(task_id).is_finished, timeout=15, what="a woken claim")
+        # `stask retry` in another process wakes it too.
+        later = runner_app.create(
+            "counter", "touch", {"log": str(log)}, run_at=utcnow() + dt.timedelta(hours=1)
+        )
+        runner_app.cancel(later.id)
+        wait_until(lambda: runner.idle, what="idle again")
+        stask(runner_env, "retry", str(later.id))
+        wait_until(lambda: runner_app.get(later.id).is_finished, timeout=15, what="the retry")
+    finally:
+        runner.request_stop()
+        thread.join(timeout=30)
+    assert runner_app.get(later.id).status is Status.COMPLETED
+    assert runner.listener.received >= 2
 
 
 def test_the_runner_fires_due_schedules(db_url: str, storage: Path) -> None:

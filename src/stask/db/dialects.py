@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -21,15 +21,16 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.selectable import TextualSelect
 
+from stask.db import wakefile
 from stask.db.engine import build_engine, translate_errors
-from stask.db.notify import announce
-from stask.db.queues import QueueScope, held_back_queues
+from stask.db.notify import Listener, WakeSource, announce
+from stask.db.queues import QueueScope
 from stask.db.store import (
+    PENDING,
     RUNNING,
     Outcome,
     Store,
@@ -39,7 +40,10 @@ from stask.db.store import (
 )
 from stask.db.tables import queue, tasks
 from stask.errors import StaskError
-from stask.models import Status, Task, utcnow
+from stask.models import Task, utcnow
+
+if TYPE_CHECKING:  # imported where used: a SQLite runner need not load PostgreSQL's dialect
+    from sqlalchemy.dialects import postgresql, sqlite
 
 MYSQL_DEADLOCK = 1213
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
@@ -69,27 +73,52 @@ _FINAL_COLUMNS = {  # payload field -> SQL type, for the databases that need one
 }
 
 
-def _final_set_clause(target: str, result: str) -> str:
-    """SET list of the batched final UPDATE; ``target`` prefixes columns where SQL wants it."""
+def _final_values(current: str, result: str) -> dict[str, str]:
+    """Column -> SQL of the batched final UPDATE, from the outcome row ``v``; ``current``
+    prefixes a column's present value (kept where the outcome has none)."""
     keep = ("error", "progress", "processed", "total")
     plain = ("status", "message", "duration_ms", "peak_memory")
-    parts = [f"{target}{name} = v.{name}" for name in plain]
-    parts += [f"{target}{name} = COALESCE(v.{name}, {target or 's_tasks.'}{name})" for name in keep]
-    parts += [
-        f"{target}result = {result}",
-        f"{target}finished_at = :now",
-        f"{target}updated_at = :now",
-        f"{target}eta_seconds = 0",
-    ]
-    return ", ".join(parts)
+    values = {name: f"v.{name}" for name in plain}
+    values |= {name: f"COALESCE(v.{name}, {current}{name})" for name in keep}
+    values |= {"result": result, "finished_at": ":now", "updated_at": ":now", "eta_seconds": "0"}
+    return values
+
+
+def _final_set_clause(target: str, result: str) -> str:
+    """SET list of the batched final UPDATE; ``target`` prefixes columns where SQL wants it."""
+    values = _final_values(target or "s_tasks.", result)
+    return ", ".join(f"{target}{name} = {value}" for name, value in values.items())
+
+
+# What a claim sets, as SQL text for the one-statement turns (Store._claim_values is the Core
+# twin used by the general claim: a column added to one belongs in the other).
+_CLAIM_SET = {
+    "status": str(RUNNING),
+    "locked_by": ":node",
+    "locked_at": ":now",
+    "started_at": ":now",
+    "finished_at": "NULL",
+    "attempts": "s_tasks.attempts + 1",
+    "updated_at": ":now",
+}
 
 
 def _typed(sql: str) -> TextClause:
     return text(sql).bindparams(bindparam("now", type_=tasks.c.finished_at.type))
 
 
+# The outcome rows of a batch, from the JSON of final_params (SQLite).
+_SQLITE_OUTCOMES = (
+    "SELECT "
+    + ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name in _FINAL_COLUMNS)
+    + " FROM json_each(:rows)"
+)
+
 _SQLITE_WRITERS: dict[str, threading.RLock] = {}
 _SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+_WAKE = "stask_wake"  # conn.info flag: this transaction inserted tasks due now
 
 
 def _sqlite_writer_lock(database: str) -> threading.RLock:
@@ -106,6 +135,7 @@ class SQLiteStore(Store):
     def __init__(self, engine: Engine, url: URL) -> None:
         super().__init__(engine, url)
         self._writer = _sqlite_writer_lock(url.render_as_string(hide_password=False))
+        self.wake_file = wakefile.wake_path(url)
 
     @contextlib.contextmanager
     def writing(self, connection: Connection | None = None) -> Iterator[Connection]:
@@ -115,13 +145,37 @@ class SQLiteStore(Store):
         runner's claim and record threads contending through it lost milliseconds per turn.
         A thread waiting on this lock wakes the moment the other one commits. Other processes
         still meet the busy timeout.
+
+        A transaction that inserted tasks due now touches the wake file once it has committed
+        (on the caller's connection: at once, as the commit is the caller's to make).
         """
         if connection is not None:
             with super().writing(connection) as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    wake = conn.info.pop(_WAKE, False)
+            if wake:
+                self._touch_wake_file()
             return
         with self._writer, super().writing() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                wake = conn.info.pop(_WAKE, False)
+        if wake:
+            self._touch_wake_file()
+
+    def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
+        if self.wake_file is not None and any(row["run_at"] <= now for row in rows):
+            conn.info[_WAKE] = True  # touched by writing() after the commit
+
+    def _touch_wake_file(self) -> None:
+        if self.wake_file is not None:
+            wakefile.touch(self.wake_file)
+
+    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
+        return None if self.wake_file is None else wakefile.FileWatcher(self.wake_file, on_wake)
 
     def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         # SQLite does not promise RETURNING order, and asking SQLAlchemy to sort falls back to one
@@ -135,14 +189,40 @@ class SQLiteStore(Store):
     # once per running row (630 ms for 800 tasks); materialized it is one scan of v plus
     # primary-key lookups (20 ms).
     finish_final_sql = _typed(
-        "WITH v AS MATERIALIZED (SELECT "
-        + ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name in _FINAL_COLUMNS)
-        + " FROM json_each(:rows)) UPDATE s_tasks SET "
+        "WITH v AS MATERIALIZED ("
+        + _SQLITE_OUTCOMES
+        + ") UPDATE s_tasks SET "
         + _final_set_clause("", "v.result")
         + " FROM v"
         " WHERE s_tasks.id = v.id AND s_tasks.locked_by = :node AND s_tasks.status = 50"
         " RETURNING s_tasks.id"
     )
+
+    def _turn_in_one_statement(
+        self,
+        node_id: str,
+        local: list[str],
+        limit: int,
+        queues: Sequence[str] | None,
+        finished: Sequence[tuple[int, Outcome]],
+        now: dt.datetime | None,
+    ) -> tuple[list[Task], set[int]] | None:
+        at = now or utcnow()
+        with self.writing() as conn:
+            if not self._plain_turn(conn, local, queues, at):
+                return None
+            params = {**final_params(node_id, finished, at), "idents": local, "limit": limit}
+            if queues:
+                params["queues"] = list(queues)
+            rows = conn.execute(_SQLITE_TURN_IN_QUEUES if queues else _SQLITE_TURN, params)
+            # Recorded rows have left status 50; claimed ones have just entered it.
+            claimed, recorded = [], set()
+            for row in rows.mappings():
+                if row["status"] == RUNNING:
+                    claimed.append(task_from_row(row))
+                else:
+                    recorded.add(int(row["id"]))
+        return in_claim_order(claimed), recorded
 
     def _claim_rows(
         self,
@@ -153,26 +233,21 @@ class SQLiteStore(Store):
         scope: QueueScope,
         now: dt.datetime,
     ) -> list[RowMapping]:
-        picked = self._claimable(identifiers, limit, scope, now)
-        ids = list(
-            conn.execute(
-                delete(queue)
-                .where(queue.c.task_id.in_(picked.scalar_subquery()))
-                .returning(queue.c.task_id)
-            ).scalars()
-        )
-        if not ids:
-            return []
+        # The s_queue rows go with the UPDATE (trigger of migration 0005). `status = 10`
+        # keeps a stale queue row from claiming a task twice were the trigger ever missing.
+        picked = self._claimable(identifiers, limit, scope, now).scalar_subquery()
         stmt = (
             update(tasks)
-            .where(tasks.c.id.in_(ids))
+            .where(tasks.c.id.in_(picked), tasks.c.status == PENDING)
             .values(**self._claim_values(node_id, now))
             .returning(*tasks.c)
         )
         return list(conn.execute(stmt).mappings())
 
     def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        return _insert_skipping_taken(conn, sqlite.insert(tasks), rows)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return _insert_skipping_taken(conn, sqlite_insert(tasks), rows)
 
 
 class PostgresStore(Store):
@@ -199,42 +274,15 @@ class PostgresStore(Store):
         if any(row["run_at"] <= now for row in rows):
             announce(conn)  # one per batch; delivered at commit, dropped on rollback
 
+    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
+        return Listener(self.engine, on_wake)
+
     def __init__(self, engine: Engine, url: URL) -> None:
         super().__init__(engine, url)
         # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def record_and_claim(
-        self,
-        node_id: str,
-        identifiers: Iterable[str],
-        limit: int,
-        *,
-        queues: Sequence[str] | None = None,
-        finished: Sequence[tuple[int, Outcome]] = (),
-        logs: Sequence[Mapping[str, Any]] = (),
-        now: dt.datetime | None = None,
-    ) -> tuple[list[Task], set[int]]:
-        """A runner's turn as one statement when it can be: final outcomes only, no log lines,
-        and no paused or limited queue or rate-limited worker in the way (else the general
-        transaction of Store.record_and_claim)."""
-        local = sorted(set(identifiers))
-        if (
-            limit > 0
-            and local
-            and not logs
-            and all(o.status is not Status.PENDING for _, o in finished)
-        ):
-            done = self.retrying(
-                lambda: self._one_statement(node_id, local, limit, queues, finished, now)
-            )
-            if done is not None:
-                return done
-        return super().record_and_claim(
-            node_id, local, limit, queues=queues, finished=finished, logs=logs, now=now
-        )
-
-    def _one_statement(
+    def _turn_in_one_statement(
         self,
         node_id: str,
         local: list[str],
@@ -245,9 +293,7 @@ class PostgresStore(Store):
     ) -> tuple[list[Task], set[int]] | None:
         at = now or utcnow()
         with translate_errors(self.url), self._autocommit.connect() as conn:
-            if held_back_queues(self.control_cache.current(conn), queues, at):
-                return None
-            if not self.worker_limits.current(conn).keys().isdisjoint(local):
+            if not self._plain_turn(conn, local, queues, at):
                 return None
             sql = _PG_TURN_IN_QUEUES if queues else _PG_TURN
             params = {
@@ -291,7 +337,9 @@ class PostgresStore(Store):
         return list(conn.execute(stmt).mappings())
 
     def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        return _insert_skipping_taken(conn, postgresql.insert(tasks), rows)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return _insert_skipping_taken(conn, postgresql_insert(tasks), rows)
 
 
 def _pg_turn(queue_filter: str) -> TextualSelect:
@@ -302,18 +350,7 @@ def _pg_turn(queue_filter: str) -> TextualSelect:
     disjoint rows: ``fin`` running ones of this node, ``claimed`` pending ones. The outer
     join returns one row even when nothing was claimed, to carry the ids recorded.
     """
-    claim_set = ", ".join(
-        f"{name} = {value}"
-        for name, value in (
-            ("status", str(RUNNING)),
-            ("locked_by", ":node"),
-            ("locked_at", ":now"),
-            ("started_at", ":now"),
-            ("finished_at", "NULL"),
-            ("attempts", "s_tasks.attempts + 1"),
-            ("updated_at", ":now"),
-        )
-    )
+    claim_set = ", ".join(f"{name} = {value}" for name, value in _CLAIM_SET.items())
     columns = ", ".join(f"claimed.{column.name}" for column in tasks.c)
     sql = (
         "WITH fin AS ("
@@ -337,6 +374,47 @@ def _pg_turn(queue_filter: str) -> TextualSelect:
 
 _PG_TURN = _pg_turn("")
 _PG_TURN_IN_QUEUES = _pg_turn(" AND queue = ANY(:queues)")
+
+
+def _sqlite_turn(queue_filter: str) -> TextualSelect:
+    """Record final outcomes and claim due tasks in one SQLite UPDATE.
+
+    ``u`` lists both kinds of row: the outcomes ``v`` (running tasks of this node, fenced as in
+    ``finish_final_sql``) and the ``picked`` queue rows (pending tasks of active workers, as in
+    ``_claim_rows``). Each column takes its final or its claimed value by the kind of row; the
+    trigger of migration 0005 removes claimed tasks from s_queue. SQLite's RETURNING cannot
+    name ``u``, so the caller tells the kinds apart by status.
+    """
+    final = _final_values("s_tasks.", "v.result")
+    sets = ", ".join(
+        f"{name} = CASE WHEN v.id IS NULL THEN {_CLAIM_SET.get(name, 's_tasks.' + name)}"
+        f" ELSE {final.get(name, 's_tasks.' + name)} END"
+        for name in dict.fromkeys([*final, *_CLAIM_SET])
+    )
+    sql = (
+        "WITH v AS MATERIALIZED ("
+        + _SQLITE_OUTCOMES
+        + "), picked AS MATERIALIZED (SELECT task_id AS id FROM s_queue"
+        " WHERE run_at <= :now AND identifier IN :idents"
+        " AND identifier IN (SELECT identifier FROM s_workers WHERE active)"
+        + queue_filter
+        + " ORDER BY priority, run_at, task_id LIMIT :limit)"
+        ", u AS MATERIALIZED (SELECT id FROM v UNION ALL SELECT id FROM picked)"
+        " UPDATE s_tasks SET "
+        + sets
+        + " FROM u LEFT JOIN v ON v.id = u.id WHERE s_tasks.id = u.id AND CASE WHEN v.id IS NULL"
+        f" THEN s_tasks.status = {PENDING} ELSE s_tasks.locked_by = :node"
+        f" AND s_tasks.status = {RUNNING} END RETURNING "
+        + ", ".join(f"s_tasks.{column.name}" for column in tasks.c)
+    )
+    turn = _typed(sql).bindparams(bindparam("idents", expanding=True))
+    if queue_filter:
+        turn = turn.bindparams(bindparam("queues", expanding=True))
+    return turn.columns(*tasks.c)
+
+
+_SQLITE_TURN = _sqlite_turn("")
+_SQLITE_TURN_IN_QUEUES = _sqlite_turn(" AND queue IN :queues")
 
 
 class MySQLStore(Store):

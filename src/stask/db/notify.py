@@ -9,13 +9,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, text
 
 log = logging.getLogger("stask.notify")
 CHANNEL = "stask_enqueued"
 RECONNECT_MAX_SECONDS = 10.0
+
+
+class WakeSource(Protocol):
+    """Something that wakes an idle runner when another process enqueues: LISTEN on
+    PostgreSQL, an inotify watch on SQLite (``stask.db.wakefile``)."""
+
+    listening: threading.Event
+    received: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def announce(conn: Connection) -> None:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -39,6 +39,7 @@ from stask.db.queues import (
     QueueScope,
     WorkerLimit,
     claimable_clauses,
+    held_back_queues,
     plan_claim,
     shared_control_cache,
     shared_worker_limits_cache,
@@ -48,6 +49,9 @@ from stask.db.queues import (
 from stask.db.tables import queue, queue_controls, task_logs, tasks, workers
 from stask.errors import DatabaseError, StaskError
 from stask.models import JSONDict, LogEntry, Priority, Status, Task, utcnow
+
+if TYPE_CHECKING:
+    from stask.db.notify import WakeSource
 
 RUNNING = Status.RUNNING.code
 PENDING = Status.PENDING.code
@@ -425,7 +429,11 @@ class Store(abc.ABC):
 
     def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
         """Tell idle runners that tasks due now were inserted (PostgreSQL: NOTIFY)."""
-        return  # the other databases have no push: their runners poll adaptively
+        return  # MariaDB has no push: its runners poll adaptively
+
+    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
+        """What wakes an idle runner when another process enqueues (None: polling only)."""
+        return None
 
     def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         stmt = insert(tasks).returning(tasks.c.id, sort_by_parameter_order=True)
@@ -517,18 +525,46 @@ class Store(abc.ABC):
         A runner that has outcomes to record whenever it has slots to fill saves a transaction
         (on SQLite, a commit's fsync) per turn. Returns the claimed tasks and the ids recorded.
         """
-        local = set(identifiers)
+        local = sorted(set(identifiers))
         if (limit <= 0 or not local) and not finished and not logs:
             return [], set()
+        if limit > 0 and local and not logs and all(o.status.is_final for _, o in finished):
+            done = self.retrying(
+                lambda: self._turn_in_one_statement(node_id, local, limit, queues, finished, now)
+            )
+            if done is not None:
+                return done
 
         def work() -> tuple[list[Task], set[int]]:
             with self.writing() as conn:
                 at = now or utcnow()
                 recorded = self._record(conn, node_id, finished, logs, at)
-                claimed = self._claim(conn, node_id, local, limit, queues, at) if limit else []
+                claimed = self._claim(conn, node_id, set(local), limit, queues, at) if limit else []
             return in_claim_order(claimed), recorded
 
         return self.retrying(work)
+
+    def _turn_in_one_statement(
+        self,
+        node_id: str,
+        local: list[str],
+        limit: int,
+        queues: Sequence[str] | None,
+        finished: Sequence[tuple[int, Outcome]],
+        now: dt.datetime | None,
+    ) -> tuple[list[Task], set[int]] | None:
+        """The common turn (final outcomes only, no log lines) as one statement, where the
+        dialect has one (dialects.py); None: take the general transaction."""
+        return None
+
+    def _plain_turn(
+        self, conn: Connection, local: Sequence[str], queues: Sequence[str] | None, now: Any
+    ) -> bool:
+        """Whether a claim needs none of the split of ``_claim``: no served queue paused or
+        limited, no runnable worker rate-limited (both from the 1 s caches)."""
+        return not held_back_queues(
+            self.control_cache.current(conn), queues, now
+        ) and self.worker_limits.current(conn).keys().isdisjoint(local)
 
     def _claim(
         self,
@@ -778,6 +814,7 @@ class Store(abc.ABC):
                     )
                 )
                 self.enqueue_existing(conn, [task_id])
+                self._announce(conn, [{"run_at": now}], now)
             return status
 
     def delete_task(self, task_id: int) -> Status | None:

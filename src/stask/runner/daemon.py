@@ -20,7 +20,6 @@ from stask.core.facade import Stask
 from stask.core.liveness import Liveness
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore, Rescue
-from stask.db.notify import Listener
 from stask.db.store import Outcome
 from stask.errors import ConfigError, StaskError
 from stask.models import JSONDict, Task
@@ -92,9 +91,8 @@ class Runner:
         self._claimed_nothing = False
         self.wakeups = 0
         app.on_enqueue(self.wake)
-        self.listener = (
-            Listener(app.store.engine, self.wake) if app.store.dialect == "postgresql" else None
-        )
+        # LISTEN on PostgreSQL, the wake file on SQLite: another process's enqueue wakes us.
+        self.listener = app.store.wake_source(self.wake)
 
     # -- control -------------------------------------------------------------------------------
 
