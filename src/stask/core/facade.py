@@ -410,11 +410,9 @@ class Stask:
             timeout=timeout,
             deadline=deadline,
         )
-        (task_id,) = self.store.insert_tasks([new], connection=connection)
+        task = self.store.insert_task(new, connection=connection)
         if connection is None:
             self._enqueued([new])
-        task = self.store.get_task(task_id, connection=connection)
-        assert task is not None  # just inserted, in this transaction or committed
         return task
 
     def create_many(
