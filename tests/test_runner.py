@@ -14,6 +14,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -327,6 +328,40 @@ def test_a_claim_whose_answer_is_lost_is_released_and_run_once(
         assert runner_app.get(task_id).attempts == 1  # the lost claim's attempt was given back
         messages = [e.message for e in runner_app.get_logs(task_id)]
         assert not any("stopped heartbeating" in m for m in messages)
+
+
+def test_outcomes_of_a_turn_whose_answer_is_lost_count_once_without_a_false_alarm(
+    runner_app: Stask,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = tmp_path / "touched.log"
+    runner_app.create_many([("counter", "touch", {"log": str(log)}) for _ in range(20)])
+    runner = Runner(runner_app, RunnerOptions(concurrency=2, poll_seconds=0.05))
+    real_turn = runner.store.record_and_claim
+    lost: list[int] = []
+
+    def record_then_break(*args: Any, **kwargs: Any) -> tuple[list[Task], set[int]]:
+        claimed, recorded = real_turn(*args, **kwargs)
+        if recorded and not lost:  # the outcomes are committed; the runner never hears of it
+            lost.extend(recorded)
+            raise DatabaseUnavailable("connection lost after COMMIT")
+        return claimed, recorded
+
+    monkeypatch.setattr(runner.store, "record_and_claim", record_then_break)
+    thread = threading.Thread(target=runner.run)
+    with caplog.at_level("WARNING", logger="stask.runner"):
+        thread.start()
+        try:
+            wait_until(lambda: runner_app.stats()["completed"] == 20, what="all completed")
+            wait_until(lambda: runner.completed == 20, what=lambda: f"{runner.completed} counted")
+        finally:
+            runner.request_stop()
+            thread.join(timeout=30)
+    assert lost
+    assert not [r for r in caplog.records if "another node holds them" in r.getMessage()]
+    assert all(runner_app.get(task_id).status is Status.COMPLETED for task_id in lost)
 
 
 def test_same_process_enqueue_wakes_the_runner(runner_app: Stask, tmp_path: Path) -> None:

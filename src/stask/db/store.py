@@ -935,6 +935,19 @@ class Store(abc.ABC):
         with self.reading() as conn:
             return [int(i) for i in conn.execute(stmt).scalars()]
 
+    def final_under(self, node_id: str, task_ids: Sequence[int]) -> set[int]:
+        """Of ``task_ids``, those already final with ``node_id`` as the last node to run them
+        (a finish whose commit landed though its answer was lost)."""
+        if not task_ids:
+            return set()
+        stmt = select(tasks.c.id).where(
+            tasks.c.id.in_(task_ids),
+            tasks.c.locked_by == node_id,
+            tasks.c.status.in_(FINAL_CODES),
+        )
+        with self.reading() as conn:
+            return {int(i) for i in conn.execute(stmt).scalars()}
+
     # -- unique tasks (schedules) --------------------------------------------------------------
 
     def insert_unique_tasks(

@@ -288,12 +288,22 @@ class Runner:
     def _recorded(self, batch: list[Finished], accepted: set[int]) -> None:
         if not batch:
             return
+        refused = [item.task.id for item in batch if item.task.id not in accepted]
+        if refused:
+            # A turn whose commit landed but whose answer was lost recorded these already; the
+            # retry's fence then refuses them. Only the rest were taken by another node.
+            try:
+                earlier = self.store.final_under(self.node_id, refused)
+            except StaskError as err:
+                log.debug("could not check refused finishes: %s", err)
+                earlier = set()
+            accepted = accepted | earlier
+            refused = [task_id for task_id in refused if task_id not in earlier]
         with self._lock:
             self._held.difference_update(item.task.id for item in batch)
             self.completed += len(accepted)
-        lost = [item.task.id for item in batch if item.task.id not in accepted]
-        if lost:
-            log.warning("finish refused for tasks %s: another node holds them", lost)
+        if refused:
+            log.warning("finish refused for tasks %s: another node holds them", refused)
 
     def _unrecorded(self, batch: list[Finished]) -> None:
         """Recording failed: keep them, in order, for the next try."""
