@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
@@ -73,12 +74,17 @@ def status_text(task: Task) -> Text:
     return Text(shown, style=STATUS_STYLES.get(shown, ""))
 
 
-def progress_cell(task: Task, width: int = 20) -> RenderableType:
+def progress_cell(task: Task, width: int = 20, *, totals: bool = True) -> RenderableType:
     bar = ProgressBar(total=100, completed=task.progress, width=width)
-    counts = f" {task.progress:3d}%"
-    if task.total:
-        counts += f" {task.processed}/{task.total}"
+    counts = _counts(task, totals=totals)
     return Group(bar, Text(counts)) if width < 12 else _inline(bar, counts)
+
+
+def _counts(task: Task, *, totals: bool = True) -> str:
+    counts = f" {task.progress:3d}%"
+    if totals and task.total:
+        counts += f" {task.processed}/{task.total}"
+    return counts
 
 
 def _inline(bar: ProgressBar, counts: str) -> Table:
@@ -87,29 +93,57 @@ def _inline(bar: ProgressBar, counts: str) -> Table:
     return grid
 
 
-def tasks_table(tasks: Sequence[Task], *, title: str | None = None) -> Table:
+WIDE_TABLE = 120  # narrower consoles get the columns that identify a task and its state
+
+
+def tasks_table(
+    tasks: Sequence[Task], *, title: str | None = None, width: int | None = None
+) -> Table:
+    """Tasks as a table for a console ``width`` columns wide (None: as wide as it takes).
+
+    Below WIDE_TABLE columns, priority, ETA, counts and creation time are left out and the
+    progress bar is shorter. The message gets what the other columns leave, so ID, worker,
+    action and status are never squeezed (at 80 columns rich used to shrink them to nothing).
+    """
+    wide = width is None or width >= WIDE_TABLE
+    bar = 20 if wide else 12
+    columns: list[tuple[str, dict[str, Any], list[RenderableType], int]] = []
+
+    def column(header: str, cells: list[RenderableType], size: int, **options: Any) -> None:
+        columns.append((header, {"no_wrap": True, **options}, cells, max(len(header), size)))
+
+    def longest(values: Sequence[str]) -> int:
+        return max((len(value) for value in values), default=0)
+
+    ids = [str(task.id) for task in tasks]
+    column("ID", list(ids), longest(ids), justify="right")
+    names = [task.identifier for task in tasks]
+    column("Worker", list(names), min(24, longest(names)), overflow="ellipsis", max_width=24)
+    actions = [task.action for task in tasks]
+    column("Action", list(actions), min(20, longest(actions)), overflow="ellipsis", max_width=20)
+    statuses = [status_text(task) for task in tasks]
+    column("Status", list(statuses), max((len(s.plain) for s in statuses), default=0))
+    if wide:
+        column("Priority", [task.priority.value for task in tasks], 6)
+    counts = [_counts(task, totals=wide) for task in tasks]
+    column("Progress", [progress_cell(t, bar, totals=wide) for t in tasks], bar + longest(counts))
+    if wide:
+        etas = [nice_eta(t.eta_seconds) if t.status.value == "running" else "" for t in tasks]
+        column("ETA", list(etas), longest(etas), justify="right")
+    created = [when(task.created_at) for task in tasks] if wide else []
+    used = sum(size for *_, size in columns) + (len(created[0]) if created else 0)
+    borders = 3 * (len(columns) + 1 + bool(created)) + 1
+    room = 60 if width is None else min(60, max(8, width - borders - used))
+    column("Message", [markdown_text(task.message) for task in tasks], 0, overflow="ellipsis")
+    columns[-1][1]["max_width"] = room
+    if wide:
+        column("Created", list(created), 19)
+
     table = Table(title=title, expand=False)
-    table.add_column("ID", justify="right")
-    table.add_column("Worker")
-    table.add_column("Action")
-    table.add_column("Status")
-    table.add_column("Priority")
-    table.add_column("Progress", no_wrap=True)
-    table.add_column("ETA", justify="right")
-    table.add_column("Message", overflow="ellipsis", max_width=60, no_wrap=True)
-    table.add_column("Created", no_wrap=True)
-    for task in tasks:
-        table.add_row(
-            str(task.id),
-            task.identifier,
-            task.action,
-            status_text(task),
-            task.priority.value,
-            progress_cell(task),
-            nice_eta(task.eta_seconds) if task.status.value == "running" else "",
-            markdown_text(task.message),
-            when(task.created_at),
-        )
+    for header, options, _, _ in columns:
+        table.add_column(header, **options)
+    for row in zip(*(cells for _, _, cells, _ in columns), strict=True):
+        table.add_row(*row)
     return table
 
 

@@ -50,7 +50,7 @@ def _warn_without_workers(app: Stask) -> None:
         )
 
 
-def _board(app: Stask) -> RenderableType:
+def _board(app: Stask, width: int) -> RenderableType:
     """Running tasks, then the next pending ones, then the latest finished."""
     running = app.list(status=[Status.RUNNING, Status.PREPARING], limit=20)
     pending = sorted(
@@ -67,7 +67,7 @@ def _board(app: Stask) -> RenderableType:
             for name in ("pending", "running", "completed", "failed", "cancelled", "total")
         )
     )
-    return Group(summary, tasks_table(shown, title="stask"))
+    return Group(summary, tasks_table(shown, title="stask", width=width))
 
 
 @click.command()
@@ -91,10 +91,10 @@ def run(app: Stask, concurrency: int, poll: float, until_idle: bool) -> None:
     thread.start()
     console = Console()
     try:
-        with Live(_board(app), console=console, refresh_per_second=4) as live:
+        with Live(_board(app, console.width), console=console, refresh_per_second=4) as live:
             while thread.is_alive():
                 thread.join(REFRESH_SECONDS)
-                live.update(_board(app))
+                live.update(_board(app, console.width))
                 if until_idle and runner.idle and app.stats()["running"] == 0:
                     runner.request_stop()
     except KeyboardInterrupt:

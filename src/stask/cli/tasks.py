@@ -118,7 +118,8 @@ def tasks_(
     elif not found:
         click.echo("No tasks.")
     else:
-        Console().print(tasks_table(found))
+        console = Console()
+        console.print(tasks_table(found, width=console.width))
 
 
 @click.command()
