@@ -35,7 +35,6 @@ from stask.db.store import (
     Outcome,
     Store,
     final_params,
-    in_claim_order,
     task_from_row,
 )
 from stask.db.tables import queue, tasks
@@ -198,31 +197,10 @@ class SQLiteStore(Store):
         " RETURNING s_tasks.id"
     )
 
-    def _turn_in_one_statement(
-        self,
-        node_id: str,
-        local: list[str],
-        limit: int,
-        queues: Sequence[str] | None,
-        finished: Sequence[tuple[int, Outcome]],
-        now: dt.datetime | None,
-    ) -> tuple[list[Task], set[int]] | None:
-        at = now or utcnow()
-        with self.writing() as conn:
-            if not self._plain_turn(conn, local, queues, at):
-                return None
-            params = {**final_params(node_id, finished, at), "idents": local, "limit": limit}
-            if queues:
-                params["queues"] = list(queues)
-            rows = conn.execute(_SQLITE_TURN_IN_QUEUES if queues else _SQLITE_TURN, params)
-            # Recorded rows have left status 50; claimed ones have just entered it.
-            claimed, recorded = [], set()
-            for row in rows.mappings():
-                if row["status"] == RUNNING:
-                    claimed.append(task_from_row(row))
-                else:
-                    recorded.add(int(row["id"]))
-        return in_claim_order(claimed), recorded
+    def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
+        # Recorded rows have left status 50; claimed ones have just entered it.
+        claimed = [task_from_row(row) for row in rows if row["status"] == RUNNING]
+        return claimed, {int(row["id"]) for row in rows if row["status"] != RUNNING}
 
     def _claim_rows(
         self,
@@ -282,30 +260,15 @@ class PostgresStore(Store):
         # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def _turn_in_one_statement(
-        self,
-        node_id: str,
-        local: list[str],
-        limit: int,
-        queues: Sequence[str] | None,
-        finished: Sequence[tuple[int, Outcome]],
-        now: dt.datetime | None,
-    ) -> tuple[list[Task], set[int]] | None:
-        at = now or utcnow()
+    @contextlib.contextmanager
+    def _turn_connection(self) -> Iterator[Connection]:
         with translate_errors(self.url), self._autocommit.connect() as conn:
-            if not self._plain_turn(conn, local, queues, at):
-                return None
-            sql = _PG_TURN_IN_QUEUES if queues else _PG_TURN
-            params = {
-                **final_params(node_id, finished, at),
-                "idents": local,
-                "queues": list(queues or ()),
-                "limit": limit,
-            }
-            rows = conn.execute(sql, params).mappings().all()
+            yield conn
+
+    def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
+        # One row even when nothing was claimed, to carry the recorded ids.
         recorded = {int(i) for i in rows[0]["recorded_ids"]} if rows else set()
-        claimed = [task_from_row(row) for row in rows if row["id"] is not None]
-        return in_claim_order(claimed), recorded
+        return [task_from_row(row) for row in rows if row["id"] is not None], recorded
 
     def _claim_rows(
         self,
@@ -372,8 +335,7 @@ def _pg_turn(queue_filter: str) -> TextualSelect:
     return _typed(sql).columns(column("recorded_ids"), *tasks.c)
 
 
-_PG_TURN = _pg_turn("")
-_PG_TURN_IN_QUEUES = _pg_turn(" AND queue = ANY(:queues)")
+PostgresStore.turn_sql = (_pg_turn(""), _pg_turn(" AND queue = ANY(:queues)"))
 
 
 def _sqlite_turn(queue_filter: str) -> TextualSelect:
@@ -413,8 +375,7 @@ def _sqlite_turn(queue_filter: str) -> TextualSelect:
     return turn.columns(*tasks.c)
 
 
-_SQLITE_TURN = _sqlite_turn("")
-_SQLITE_TURN_IN_QUEUES = _sqlite_turn(" AND queue IN :queues")
+SQLiteStore.turn_sql = (_sqlite_turn(""), _sqlite_turn(" AND queue IN :queues"))
 
 
 class MySQLStore(Store):

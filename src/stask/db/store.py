@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    Executable,
     RowMapping,
     TextClause,
     and_,
@@ -560,6 +561,10 @@ class Store(abc.ABC):
 
         return self.retrying(work)
 
+    # The one-statement turn of a dialect that has one (dialects.py): its SQL for every queue
+    # and for the served queues only. None: every turn is the general transaction.
+    turn_sql: ClassVar[tuple[Executable, Executable] | None] = None
+
     def _turn_in_one_statement(
         self,
         node_id: str,
@@ -569,9 +574,27 @@ class Store(abc.ABC):
         finished: Sequence[tuple[int, Outcome]],
         now: dt.datetime | None,
     ) -> tuple[list[Task], set[int]] | None:
-        """The common turn (final outcomes only, no log lines) as one statement, where the
-        dialect has one (dialects.py); None: take the general transaction."""
-        return None
+        """The common turn (final outcomes only, no log lines) as one statement; None when
+        the dialect has none or a queue or worker limit needs the general transaction."""
+        if self.turn_sql is None:
+            return None
+        at = now or utcnow()
+        with self._turn_connection() as conn:
+            if not self._plain_turn(conn, local, queues, at):
+                return None
+            params = {**final_params(node_id, finished, at), "idents": local, "limit": limit}
+            if queues:
+                params["queues"] = list(queues)
+            rows = conn.execute(self.turn_sql[bool(queues)], params).mappings().all()
+        claimed, recorded = self._turn_result(rows)
+        return in_claim_order(claimed), recorded
+
+    def _turn_connection(self) -> contextlib.AbstractContextManager[Connection]:
+        return self.writing()
+
+    def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
+        """The claimed tasks and the recorded ids in the rows of ``turn_sql``."""
+        raise NotImplementedError
 
     def _plain_turn(
         self, conn: Connection, local: Sequence[str], queues: Sequence[str] | None, now: Any
