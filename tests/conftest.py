@@ -76,16 +76,22 @@ def storage(tmp_path: Path) -> Path:
     return tmp_path / "storage"
 
 
-@pytest.fixture
-def app(db_url: str, storage: Path) -> Iterator[Stask]:
-    """A Stask on an emptied database with the sample workers registered."""
+def fresh_app(db_url: str, storage: Path, *modules: str) -> Iterator[Stask]:
+    """For fixtures: a Stask of ``modules`` on an emptied database, its workers registered,
+    closed after the test."""
     instance = Stask(
-        database_url=db_url, storage=storage, workers=TEST_WORKERS, use_entry_points=False
+        database_url=db_url, storage=storage, workers=list(modules), use_entry_points=False
     )
     instance.store.truncate_all()
     instance.discover()
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def app(db_url: str, storage: Path) -> Iterator[Stask]:
+    """A Stask on an emptied database with the sample workers registered."""
+    yield from fresh_app(db_url, storage, *TEST_WORKERS)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from stask.errors import (
 )
 from stask.models import JSONDict, utcnow
 from tests import sample_workers
+from tests.conftest import fresh_app
 
 SAMPLE = "tests.sample_workers"
 PROBE = "tests.probe_workers"
@@ -75,20 +76,12 @@ def calls() -> Iterator[list[tuple[str, int]]]:
 
 @pytest.fixture
 def probe_app(db_url: str, storage: Path) -> Iterator[Stask]:
-    instance = make_app(db_url, storage, PROBE)
-    instance.store.truncate_all()
-    instance.discover()
-    yield instance
-    instance.close()
+    yield from fresh_app(db_url, storage, PROBE)
 
 
 @pytest.fixture
 def examples_app(db_url: str, storage: Path) -> Iterator[Stask]:
-    instance = make_app(db_url, storage, EXAMPLES)
-    instance.store.truncate_all()
-    instance.discover()
-    yield instance
-    instance.close()
+    yield from fresh_app(db_url, storage, EXAMPLES)
 
 
 # -- action names ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from stask.db.tables import queue_controls
 from stask.errors import DatabaseError, InvalidQueueSetting
 from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions
+from tests.conftest import fresh_app
 from tests.test_cli import stask
 
 STASK = str(Path(sys.executable).with_name("stask"))
@@ -412,11 +413,7 @@ NAPPER = "tests.queue_workers"
 
 @pytest.fixture
 def napper_app(db_url: str, storage: Path) -> Iterator[Stask]:
-    instance = Stask(database_url=db_url, storage=storage, workers=[NAPPER], use_entry_points=False)
-    instance.store.truncate_all()
-    instance.discover()
-    yield instance
-    instance.close()
+    yield from fresh_app(db_url, storage, NAPPER)
 
 
 def _intervals(log: Path) -> dict[int, tuple[float, float]]:

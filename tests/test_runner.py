@@ -28,6 +28,7 @@ from stask.errors import DatabaseUnavailable, ValidationError
 from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions, daemon
 from stask.settings import load_settings
+from tests.conftest import fresh_app
 from tests.test_cli import stask
 
 STASK = str(Path(sys.executable).with_name("stask"))
@@ -36,11 +37,7 @@ WORKERS = "tests.runner_workers"
 
 @pytest.fixture
 def runner_app(db_url: str, storage: Path) -> Iterator[Stask]:
-    app = Stask(database_url=db_url, storage=storage, workers=[WORKERS], use_entry_points=False)
-    app.store.truncate_all()
-    app.discover()
-    yield app
-    app.close()
+    yield from fresh_app(db_url, storage, WORKERS)
 
 
 @pytest.fixture
