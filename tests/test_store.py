@@ -14,6 +14,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, event, text, update
 
@@ -21,10 +22,10 @@ import stask.db.store as store_module
 from stask import Stask, Status
 from stask.db.dialects import store_for
 from stask.db.engine import build_engine, parse_url
-from stask.db.store import Outcome, Store
+from stask.db.store import NEW_TASK_COLUMNS, NewTask, Outcome, Store
 from stask.db.tables import tasks
 from stask.errors import InvalidState, TaskNotFound, ValidationError
-from stask.models import Task, utcnow
+from stask.models import Priority, Task, utcnow
 
 NODE = "node-a"
 OTHER = "node-b"
@@ -802,3 +803,45 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
     assert [app.get(i).status for i in waiting] == [Status.RUNNING] * 2
     assert app.store.queued_count() == 0
     assert claim_ids(app.store, limit=5) == []  # nothing is claimed twice
+
+
+def test_create_writes_every_new_task_column(app: Stask) -> None:
+    """PostgreSQL's one-statement create binds NEW_TASK_COLUMNS: it must be what is written."""
+    new = NewTask(identifier="mailer", action="send", options={})
+    [row] = app.store._new_task_rows([new], utcnow())
+    assert set(row) == set(NEW_TASK_COLUMNS)
+
+
+def test_on_postgresql_create_is_one_statement_that_notifies(
+    app: Stask, dialect: str, db_url: str
+) -> None:
+    if dialect != "postgresql":
+        pytest.skip("the one-statement create is PostgreSQL's")
+    listener = psycopg.connect(
+        parse_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False),
+        autocommit=True,
+    )
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    app.create("mailer", "send", run_at=utcnow() + dt.timedelta(hours=1))  # reads the workers
+    try:
+        listener.execute("LISTEN stask_enqueued")
+        event.listen(app.store.engine, "before_cursor_execute", record)
+        try:
+            due = app.create("inventory", "sync_stock", {"n": 1}, priority="high")
+            later = app.create("mailer", "send", run_at=utcnow() + dt.timedelta(hours=1))
+        finally:
+            event.remove(app.store.engine, "before_cursor_execute", record)
+        notified = list(listener.notifies(timeout=1, stop_after=2))
+    finally:
+        listener.close()
+    assert len(seen) == 2, seen  # no BEGIN, second INSERT, NOTIFY or read-back
+    assert len(notified) == 1  # the due task only
+    assert app.get(due.id) == due
+    assert (due.priority, due.options, due.status) == (Priority.HIGH, {"n": 1}, Status.PENDING)
+    assert claim_ids(app.store) == [due.id]  # its queue row exists; the later one's is not due
+    assert app.store.queued_count() == 2  # the later task's and the warm-up's
+    assert app.get(later.id).status is Status.PENDING

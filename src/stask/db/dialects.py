@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
+    func,
     insert,
     select,
     text,
@@ -23,15 +24,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.sql.selectable import TextualSelect
+from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from stask.db import wakefile
 from stask.db.engine import build_engine, translate_errors
-from stask.db.notify import Listener, WakeSource, announce
+from stask.db.notify import CHANNEL, Listener, WakeSource, announce
 from stask.db.queues import QueueScope
 from stask.db.store import (
+    NEW_TASK_COLUMNS,
     PENDING,
     RUNNING,
+    NewTask,
     Outcome,
     Store,
     final_params,
@@ -265,6 +268,20 @@ class PostgresStore(Store):
         with translate_errors(self.url), self._autocommit.connect() as conn:
             yield conn
 
+    def insert_task(self, new: NewTask, connection: Connection | None = None) -> Task:
+        """One statement: the task, its queue row and, when due, the NOTIFY (_PG_CREATE), in
+        autocommit unless it is part of the caller's transaction."""
+        now = utcnow()
+        [row] = self._new_task_rows([new], now)
+        stmt = _PG_CREATE[row["run_at"] <= now]
+        if connection is not None:
+            with self.writing(connection) as conn:
+                stored = conn.execute(stmt, row).mappings().one()
+        else:
+            with self._turn_connection() as conn:
+                stored = conn.execute(stmt, row).mappings().one()
+        return task_from_row(stored)
+
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
         # One row even when nothing was claimed, to carry the recorded ids.
         recorded = {int(i) for i in rows[0]["recorded_ids"]} if rows else set()
@@ -336,6 +353,23 @@ def _pg_turn(queue_filter: str) -> TextualSelect:
 
 
 PostgresStore.turn_sql = (_pg_turn(""), _pg_turn(" AND queue = ANY(:queues)"))
+
+
+def _pg_create(notify: bool) -> Select[Any]:
+    """INSERT a task RETURNING it, INSERT its queue row from that, and (``notify``) NOTIFY:
+    one statement where create() took three. Parameters: the columns of _new_task_rows."""
+    values = {name: bindparam(name, type_=tasks.c[name].type) for name in NEW_TASK_COLUMNS}
+    inserted = insert(tasks).values(values).returning(*tasks.c).cte("inserted")
+    picked = [inserted.c[name] for name in ("id", "queue", "identifier", "priority", "run_at")]
+    queued = insert(queue).from_select(
+        [queue.c.task_id, queue.c.queue, queue.c.identifier, queue.c.priority, queue.c.run_at],
+        select(*picked),
+    )
+    stmt = select(*inserted.c).add_cte(queued.cte("queued"))
+    return stmt.add_columns(func.pg_notify(CHANNEL, "")) if notify else stmt
+
+
+_PG_CREATE = (_pg_create(False), _pg_create(True))
 
 
 def _sqlite_turn(queue_filter: str) -> TextualSelect:

@@ -57,6 +57,24 @@ if TYPE_CHECKING:
 RUNNING = Status.RUNNING.code
 PENDING = Status.PENDING.code
 ACTIVE_CODES = (Status.PENDING.code, Status.PREPARING.code, Status.RUNNING.code)
+# What creating a task writes (Store._new_task_rows; PostgreSQL's one-statement create binds
+# exactly these).
+NEW_TASK_COLUMNS = (
+    "identifier",
+    "action",
+    "status",
+    "priority",
+    "queue",
+    "meta",
+    "max_attempts",
+    "run_at",
+    "started_by",
+    "unique_key",
+    "timeout_seconds",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
 FINAL_CODES = (Status.COMPLETED.code, Status.CANCELLED.code, Status.FAILED.code)
 DELETE_BATCH = 1000
 
@@ -1022,6 +1040,7 @@ class Store(abc.ABC):
             return ids
 
     def _new_task_rows(self, new: Sequence[NewTask], now: dt.datetime) -> list[dict[str, Any]]:
+        """The columns of NEW_TASK_COLUMNS for each new task."""
         return [
             {
                 "identifier": item.identifier,
