@@ -264,7 +264,7 @@ class PostgresStore(Store):
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextlib.contextmanager
-    def _turn_connection(self) -> Iterator[Connection]:
+    def _one_statement(self) -> Iterator[Connection]:
         with translate_errors(self.url), self._autocommit.connect() as conn:
             yield conn
 
@@ -278,7 +278,7 @@ class PostgresStore(Store):
             with self.writing(connection) as conn:
                 stored = conn.execute(stmt, row).mappings().one()
         else:
-            with self._turn_connection() as conn:
+            with self._one_statement() as conn:
                 stored = conn.execute(stmt, row).mappings().one()
         return task_from_row(stored)
 

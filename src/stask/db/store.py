@@ -597,7 +597,7 @@ class Store(abc.ABC):
         if self.turn_sql is None:
             return None
         at = now or utcnow()
-        with self._turn_connection() as conn:
+        with self._one_statement() as conn:
             if not self._plain_turn(conn, local, queues, at):
                 return None
             params = {**final_params(node_id, finished, at), "idents": local, "limit": limit}
@@ -607,7 +607,8 @@ class Store(abc.ABC):
         claimed, recorded = self._turn_result(rows)
         return in_claim_order(claimed), recorded
 
-    def _turn_connection(self) -> contextlib.AbstractContextManager[Connection]:
+    def _one_statement(self) -> contextlib.AbstractContextManager[Connection]:
+        """Where a statement that is a whole transaction runs (PostgreSQL: autocommit)."""
         return self.writing()
 
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:

@@ -10,8 +10,6 @@ a lost wake-up costs latency, never a task.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import select
@@ -71,16 +69,20 @@ class _Inotify:
     """The three inotify calls, through libc (the standard library has no binding)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        import ctypes  # here: a PostgreSQL or MariaDB process never needs it
+
+        self._errno = ctypes.get_errno
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library Python itself runs on
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self.fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
         if self.fd < 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+            errno = self._errno()
+            raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
 
     def watch(self, path: Path) -> None:
         if self._add(self.fd, os.fsencode(path), WATCH_MASK) < 0:
-            errno = ctypes.get_errno()
+            errno = self._errno()
             raise OSError(errno, f"inotify_add_watch: {os.strerror(errno)}")
 
     def close(self) -> None:

@@ -83,6 +83,7 @@ class Runner:
         self._done: list[Finished] = []
         # Every task this process holds, from its claim until its outcome is recorded.
         self._held: set[int] = set()
+        self._maybe_recorded: set[int] = set()  # see _recorded
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._flush_now = threading.Event()
@@ -289,11 +290,14 @@ class Runner:
         if not batch:
             return
         refused = [item.task.id for item in batch if item.task.id not in accepted]
-        if refused:
-            # A turn whose commit landed but whose answer was lost recorded these already; the
-            # retry's fence then refuses them. Only the rest were taken by another node.
+        with self._lock:
+            # Outcomes a failed attempt may have committed (its answer lost with the
+            # connection): this retry's fence refuses them as already final.
+            suspects = [task_id for task_id in refused if task_id in self._maybe_recorded]
+            self._maybe_recorded.difference_update(item.task.id for item in batch)
+        if suspects:
             try:
-                earlier = self.store.final_under(self.node_id, refused)
+                earlier = self.store.final_under(self.node_id, suspects)
             except StaskError as err:
                 log.debug("could not check refused finishes: %s", err)
                 earlier = set()
@@ -306,9 +310,10 @@ class Runner:
             log.warning("finish refused for tasks %s: another node holds them", refused)
 
     def _unrecorded(self, batch: list[Finished]) -> None:
-        """Recording failed: keep them, in order, for the next try."""
+        """Recording failed, perhaps after its commit: keep them, in order, for the next try."""
         with self._lock:
             self._done[:0] = batch
+            self._maybe_recorded.update(item.task.id for item in batch)
 
     def _reconcile(self) -> None:
         """Release tasks the database says this node holds but this process does not know of.
