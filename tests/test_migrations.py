@@ -276,3 +276,18 @@ def test_unsupported_urls_name_the_supported_forms(url: str) -> None:
     if url != "sqlite://":
         assert "postgresql+psycopg://" in message
         assert "mysql+pymysql://" in message
+
+
+def test_locked_by_index_holds_running_tasks_only(engine: Engine, dialect: str) -> None:
+    """Revision 0006 (autogenerate does not compare index predicates): PostgreSQL's and
+    SQLite's ix_s_tasks_locked_by is partial, so a finished task leaves it."""
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_s_tasks_locked_by'"
+        elif dialect == "sqlite":
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_s_tasks_locked_by'"
+        else:
+            pytest.skip("MariaDB has no partial indexes")
+        definition = conn.exec_driver_sql(sql).scalar_one()
+    assert "WHERE" in definition.upper()
+    assert "50" in definition

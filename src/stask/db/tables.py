@@ -147,7 +147,9 @@ tasks = Table(
 Index("ix_s_tasks_status_id", tasks.c.status, tasks.c.id)
 Index("ix_s_tasks_identifier_id", tasks.c.identifier, tasks.c.id)
 Index("ix_s_tasks_finished_at", tasks.c.finished_at)
-Index("ix_s_tasks_locked_by", tasks.c.locked_by)
+# Running tasks only on PostgreSQL and SQLite (revision 0006; ddl_metadata adds the WHERE):
+# every lookup by node also asks for status = 50 or names the task ids.
+locked_by_index = Index("ix_s_tasks_locked_by", tasks.c.locked_by)
 # Queue limits (revision 0003) count a queue's running tasks (queue, status = 50) and the tasks it
 # started within the rate period (queue, status IN (every code), started_at > since): both are
 # range scans bounded by what they count, never the queue's finished history. One index for both,
@@ -247,7 +249,9 @@ DDL_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def ddl_metadata() -> MetaData:
-    """The schema with its CREATE TABLE options, for Alembic (idempotent)."""
+    """The schema with its CREATE TABLE and CREATE INDEX options, for Alembic (idempotent)."""
     for name, options in DDL_OPTIONS.items():
         Table(name, metadata, extend_existing=True, **options)
+    for dialect in ("postgresql", "sqlite"):  # MariaDB has no partial indexes
+        locked_by_index.dialect_options[dialect]["where"] = tasks.c.status == 50
     return metadata
