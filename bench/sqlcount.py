@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 
 _TABLE = re.compile(r"\bs_[a-z_]+\b")
 
@@ -138,7 +138,9 @@ class SqlCounter:
 
 
 class CommitClock:
-    """When the last COMMIT of a given thread returned, from the engine's dialect."""
+    """When the last commit of a given thread returned: a COMMIT (from the engine's dialect),
+    or a statement on an autocommit connection, which commits as it returns (stask's
+    one-statement create() on PostgreSQL)."""
 
     def __init__(self, engine: Engine, thread_id: int) -> None:
         self.engine = engine
@@ -155,10 +157,18 @@ class CommitClock:
                 self.last = time.perf_counter()
 
         dialect.do_commit = timed_commit  # type: ignore[method-assign]
+        event.listen(self.engine, "after_cursor_execute", self._after_statement)
         return self
+
+    def _after_statement(self, conn: Connection, *_args: Any) -> None:
+        if threading.get_ident() != self.thread_id:
+            return
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            self.last = time.perf_counter()
 
     def detach(self) -> None:
         del self.engine.dialect.do_commit
+        event.remove(self.engine, "after_cursor_execute", self._after_statement)
 
 
 class CallTimer:
