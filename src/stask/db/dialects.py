@@ -151,16 +151,10 @@ class SQLiteStore(Store):
         A transaction that inserted tasks due now touches the wake file once it has committed
         (on the caller's connection: at once, as the commit is the caller's to make).
         """
-        if connection is not None:
-            with super().writing(connection) as conn:
-                try:
-                    yield conn
-                finally:
-                    wake = conn.info.pop(_WAKE, False)
-            if wake:
-                self._touch_wake_file()
-            return
-        with self._writer, super().writing() as conn:
+        with contextlib.ExitStack() as stack:
+            if connection is None:  # our own transaction: take this process's writer turn
+                stack.enter_context(self._writer)
+            conn = stack.enter_context(super().writing(connection))
             try:
                 yield conn
             finally:
