@@ -795,7 +795,9 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
     finally:
         event.remove(app.store.engine, "before_cursor_execute", record)
     assert (ids(claimed), recorded) == (waiting, {first})
-    statements = [s for s in seen if not s.startswith("BEGIN")]
+    # Plain SELECTs are the 1 s caches of queue controls and worker limits refilling, when
+    # the machine was slow enough since the first claim filled them.
+    statements = [s for s in seen if not s.startswith(("BEGIN", "SELECT"))]
     assert len(statements) == 1, seen
     assert statements[0].startswith("WITH fin AS" if dialect == "postgresql" else "WITH v AS")
     assert app.get(first).status is Status.COMPLETED
@@ -838,7 +840,10 @@ def test_on_postgresql_create_is_one_statement_that_notifies(
         notified = list(listener.notifies(timeout=1, stop_after=2))
     finally:
         listener.close()
-    assert len(seen) == 2, seen  # no BEGIN, second INSERT, NOTIFY or read-back
+    # No BEGIN, second INSERT, NOTIFY or read-back. (A SELECT of s_workers is the facade's
+    # worker cache refilling, if the machine was slow since the warm-up.)
+    writes = [s for s in seen if not s.startswith("SELECT")]
+    assert [" ".join(s.split()[:3]) for s in writes] == ["WITH inserted AS"] * 2, seen
     assert len(notified) == 1  # the due task only
     assert app.get(due.id) == due
     assert (due.priority, due.options, due.status) == (Priority.HIGH, {"n": 1}, Status.PENDING)
