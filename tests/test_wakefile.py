@@ -55,7 +55,8 @@ def test_watcher_wakes_on_touch_and_survives_the_file_being_removed(tmp_path: Pa
         assert woken.acquire(timeout=5)
         path.unlink()
         # The watch is re-established on a new file, and touches reach the runner again.
-        assert wait_for(path.exists)
+        assert wait_for(lambda: watcher.watches == 2 and watcher.listening.is_set())
+        assert path.exists()
         seen = watcher.received
         wakefile.touch(path)
         assert wait_for(lambda: watcher.received > seen)

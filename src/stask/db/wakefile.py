@@ -97,6 +97,7 @@ class FileWatcher:
         self.path = path
         self.on_wake = on_wake
         self.received = 0
+        self.watches = 0  # watches set up so far: one more each time the file was replaced
         self.listening = threading.Event()
         self._pipe: tuple[int, int] | None = None  # wakes the thread out of select() to stop
         self._thread: threading.Thread | None = None
@@ -126,7 +127,7 @@ class FileWatcher:
             return
         try:
             while self._watch(inotify) and self._wait(inotify, stop_fd):
-                pass  # the file was removed or replaced: watch the new one
+                self.listening.clear()  # the file was removed or replaced: watch the new one
         finally:
             self.listening.clear()
             inotify.close()
@@ -139,6 +140,7 @@ class FileWatcher:
         except OSError as err:
             log.info("cannot watch %s (%s): polling only", self.path, err)
             return False
+        self.watches += 1
         self.listening.set()
         return True
 
