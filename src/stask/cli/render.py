@@ -107,37 +107,37 @@ def tasks_table(
     """
     wide = width is None or width >= WIDE_TABLE
     bar = 20 if wide else 12
-    columns: list[tuple[str, dict[str, Any], list[RenderableType], int]] = []
+    columns: list[tuple[str, dict[str, Any], Sequence[RenderableType], int]] = []
 
-    def column(header: str, cells: list[RenderableType], size: int, **options: Any) -> None:
+    def column(header: str, cells: Sequence[RenderableType], size: int, **options: Any) -> None:
         columns.append((header, {"no_wrap": True, **options}, cells, max(len(header), size)))
 
     def longest(values: Sequence[str]) -> int:
         return max((len(value) for value in values), default=0)
 
     ids = [str(task.id) for task in tasks]
-    column("ID", list(ids), longest(ids), justify="right")
+    column("ID", ids, longest(ids), justify="right")
     names = [task.identifier for task in tasks]
-    column("Worker", list(names), min(24, longest(names)), overflow="ellipsis", max_width=24)
+    column("Worker", names, min(24, longest(names)), overflow="ellipsis", max_width=24)
     actions = [task.action for task in tasks]
-    column("Action", list(actions), min(20, longest(actions)), overflow="ellipsis", max_width=20)
+    column("Action", actions, min(20, longest(actions)), overflow="ellipsis", max_width=20)
     statuses = [status_text(task) for task in tasks]
-    column("Status", list(statuses), max((len(s.plain) for s in statuses), default=0))
+    column("Status", statuses, max((len(s.plain) for s in statuses), default=0))
     if wide:
         column("Priority", [task.priority.value for task in tasks], 6)
     counts = [_counts(task, totals=wide) for task in tasks]
     column("Progress", [progress_cell(t, bar, totals=wide) for t in tasks], bar + longest(counts))
     if wide:
         etas = [nice_eta(t.eta_seconds) if t.status.value == "running" else "" for t in tasks]
-        column("ETA", list(etas), longest(etas), justify="right")
-    created = [when(task.created_at) for task in tasks] if wide else []
-    used = sum(size for *_, size in columns) + (len(created[0]) if created else 0)
-    borders = 3 * (len(columns) + 1 + bool(created)) + 1
-    room = 60 if width is None else min(60, max(8, width - borders - used))
+        column("ETA", etas, longest(etas), justify="right")
+    message = len(columns)
     column("Message", [markdown_text(task.message) for task in tasks], 0, overflow="ellipsis")
-    columns[-1][1]["max_width"] = room
     if wide:
-        column("Created", list(created), 19)
+        column("Created", [when(task.created_at) for task in tasks], 19)
+    # The message gets what borders, padding (3 per column, plus 1) and the others leave.
+    others = sum(size for n, (*_, size) in enumerate(columns) if n != message)
+    room = 60 if width is None else min(60, max(8, width - 3 * len(columns) - 1 - others))
+    columns[message][1]["max_width"] = room
 
     table = Table(title=title, expand=False)
     for header, options, _, _ in columns:

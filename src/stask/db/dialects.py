@@ -268,12 +268,9 @@ class PostgresStore(Store):
         now = utcnow()
         [row] = self._new_task_rows([new], now)
         stmt = _PG_CREATE[row["run_at"] <= now]
-        if connection is not None:
-            with self.writing(connection) as conn:
-                stored = conn.execute(stmt, row).mappings().one()
-        else:
-            with self._one_statement() as conn:
-                stored = conn.execute(stmt, row).mappings().one()
+        place = self._one_statement() if connection is None else self.writing(connection)
+        with place as conn:
+            stored = conn.execute(stmt, row).mappings().one()
         return task_from_row(stored)
 
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
