@@ -17,7 +17,7 @@ from stask.db import tables
 from stask.db.engine import build_engine, parse_url
 from stask.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from stask.db.migrations.env_constants import VERSION_TABLE
-from stask.db.store import Outcome
+from stask.db.rows import Outcome
 from stask.errors import ConfigError, DatabaseUnavailable, SchemaMissing
 from stask.models import utcnow
 from tests.conftest import TEST_WORKERS, fresh_database
@@ -291,3 +291,18 @@ def test_locked_by_index_holds_running_tasks_only(engine: Engine, dialect: str) 
         definition = conn.exec_driver_sql(sql).scalar_one()
     assert "WHERE" in definition.upper()
     assert "50" in definition
+
+
+def test_sqlite_claim_trigger_is_in_place_at_head(engine: Engine, dialect: str) -> None:
+    """Revision 0005's trigger (autogenerate does not compare triggers): a later migration
+    that rebuilds s_tasks on SQLite drops it with the old table, and claims would leave
+    their rows in s_queue (a stale row never claims twice: the claim requires status 10)."""
+    if dialect != "sqlite":
+        pytest.skip("the other databases delete the queue row in the claim statement")
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 's_tasks'"
+        ).scalars()
+        definitions = [str(sql) for sql in found]
+    assert len(definitions) == 1
+    assert "DELETE FROM s_queue" in definitions[0]

@@ -21,7 +21,8 @@ from sqlalchemy import Engine, event, select
 import stask.db.queues as queues_module
 from stask import Stask, Status, Task
 from stask.db.queues import ControlCache
-from stask.db.store import Outcome, Store
+from stask.db.rows import Outcome
+from stask.db.store import Store
 from stask.db.tables import queue_controls
 from stask.errors import DatabaseError, InvalidQueueSetting
 from stask.models import utcnow

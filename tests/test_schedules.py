@@ -39,7 +39,8 @@ from stask.core.schedules import (
     slots_between,
     wall_time,
 )
-from stask.db.store import NewTask, Store
+from stask.db.rows import NewTask
+from stask.db.store import Store
 from stask.errors import ValidationError
 from tests.conftest import TEST_WORKERS
 from tests.test_cli import assert_one_line_error, stask

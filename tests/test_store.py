@@ -22,7 +22,8 @@ import stask.db.store as store_module
 from stask import Stask, Status
 from stask.db.dialects import store_for
 from stask.db.engine import build_engine, parse_url
-from stask.db.store import NEW_TASK_COLUMNS, NewTask, Outcome, Store
+from stask.db.rows import NEW_TASK_COLUMNS, NewTask, Outcome
+from stask.db.store import Store
 from stask.db.tables import tasks
 from stask.errors import InvalidState, TaskNotFound, ValidationError
 from stask.models import Priority, Task, utcnow

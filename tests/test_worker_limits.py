@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from stask import Stask, Status, Task
-from stask.db.store import Outcome, Store
+from stask.db.rows import Outcome
+from stask.db.store import Store
 from stask.db.tables import workers
 from stask.errors import InvalidQueueSetting, UnknownWorker
 from stask.models import utcnow

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from stask.core.context import LeaseLost, TaskCancelled, TaskContext, TaskTimedOut
 from stask.core.isolation import run_coroutine, run_in_child
 from stask.core.worker import BaseWorker
-from stask.db.store import Outcome, Store
+from stask.db.rows import Outcome
+from stask.db.store import Store
 from stask.errors import DatabaseError, Retry, StaskError
 from stask.models import JSONDict, Status, Task, utcnow
 

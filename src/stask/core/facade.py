@@ -29,7 +29,8 @@ from stask.db.dialects import store_for
 from stask.db.engine import build_engine, parse_url, translate_errors
 from stask.db.nodes import NodeStore
 from stask.db.queues import QueueStore
-from stask.db.store import NewTask, Store, TaskFilter
+from stask.db.rows import NewTask, TaskFilter
+from stask.db.store import Store
 from stask.errors import (
     InvalidOptions,
     InvalidState,

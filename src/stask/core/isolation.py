@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from stask.core.context import LeaseLost, Snapshot, TaskCancelled, TaskContext, TaskTimedOut
-from stask.db.store import Outcome
+from stask.db.rows import Outcome
 from stask.models import JSONDict, Status, Task
 
 if TYPE_CHECKING:

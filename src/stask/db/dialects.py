@@ -30,16 +30,16 @@ from stask.db import wakefile
 from stask.db.engine import build_engine, translate_errors
 from stask.db.notify import CHANNEL, Listener, WakeSource, announce
 from stask.db.queues import QueueScope
-from stask.db.store import (
+from stask.db.rows import (
     NEW_TASK_COLUMNS,
     PENDING,
     RUNNING,
     NewTask,
     Outcome,
-    Store,
     final_params,
     task_from_row,
 )
+from stask.db.store import Store
 from stask.db.tables import queue, tasks
 from stask.errors import StaskError
 from stask.models import Task, utcnow

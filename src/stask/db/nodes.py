@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import RowMapping, delete, insert, select, update
 
-from stask.db.store import PENDING, RUNNING, Store
+from stask.db.rows import PENDING, RUNNING
+from stask.db.store import Store
 from stask.db.tables import nodes, task_logs, tasks
 from stask.models import Status, utcnow
 

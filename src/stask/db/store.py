@@ -9,11 +9,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
-import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import (
@@ -47,201 +45,29 @@ from stask.db.queues import (
     within_worker_rooms,
     worker_rooms,
 )
+from stask.db.rows import (
+    FINAL_CODES,
+    PENDING,
+    RUNNING,
+    NewTask,
+    Outcome,
+    TaskFilter,
+    final_params,
+    in_claim_order,
+    log_from_row,
+    outcome_params,
+    task_from_row,
+)
 from stask.db.tables import queue, queue_controls, task_logs, tasks, workers
 from stask.errors import DatabaseError, StaskError
-from stask.models import JSONDict, LogEntry, Priority, Status, Task, utcnow
+from stask.models import JSONDict, LogEntry, Status, Task, utcnow
 
 if TYPE_CHECKING:
     from stask.db.notify import WakeSource
 
-RUNNING = Status.RUNNING.code
-PENDING = Status.PENDING.code
-ACTIVE_CODES = (Status.PENDING.code, Status.PREPARING.code, Status.RUNNING.code)
-# What creating a task writes (Store._new_task_rows; PostgreSQL's one-statement create binds
-# exactly these).
-NEW_TASK_COLUMNS = (
-    "identifier",
-    "action",
-    "status",
-    "priority",
-    "queue",
-    "meta",
-    "max_attempts",
-    "run_at",
-    "started_by",
-    "unique_key",
-    "timeout_seconds",
-    "expires_at",
-    "created_at",
-    "updated_at",
-)
 # Built once: constructing it per create() coerced every column again (about 0.05 ms).
 _INSERT_TASK = insert(tasks).returning(*tasks.c)
-FINAL_CODES = (Status.COMPLETED.code, Status.CANCELLED.code, Status.FAILED.code)
 DELETE_BATCH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """What a caller asks for; ``Store.insert_tasks`` turns it into rows."""
-
-    identifier: str
-    action: str
-    options: JSONDict
-    priority: Priority = Priority.NORMAL
-    queue: str = "default"
-    run_at: dt.datetime | None = None
-    max_attempts: int = 3
-    started_by: str | None = None
-    # Honoured by insert_unique_tasks: a second task with the same key is never created.
-    unique_key: str | None = None
-    timeout_seconds: float | None = None
-    expires_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFilter:
-    """Filters for listing and counting tasks; empty means all."""
-
-    statuses: tuple[Status, ...] = ()
-    identifier: str | None = None
-    action: str | None = None
-    queue: str | None = None
-    created_after: dt.datetime | None = None
-
-    def clauses(self) -> list[ColumnElement[bool]]:
-        found: list[ColumnElement[bool]] = []
-        if self.statuses:
-            found.append(tasks.c.status.in_([s.code for s in self.statuses]))
-        if self.identifier:
-            found.append(tasks.c.identifier == self.identifier)
-        if self.action:
-            found.append(tasks.c.action == self.action)
-        if self.queue:
-            found.append(tasks.c.queue == self.queue)
-        if self.created_after:
-            found.append(tasks.c.created_at >= self.created_after)
-        return found
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How an attempt ended, for the fenced write that records it."""
-
-    status: Status
-    message: str | None = None
-    result: Any = None
-    error: str | None = None
-    progress: int | None = None
-    processed: int | None = None
-    total: int | None = None
-    duration_ms: int | None = None
-    peak_memory: int | None = None
-    retry_at: dt.datetime | None = None
-    # A snooze (`raise Retry(after=...)`) gives back the attempt the claim counted.
-    refund_attempt: bool = False
-
-
-def in_claim_order(found: list[Task]) -> list[Task]:
-    """Claimed tasks sorted as claims take them: priority, then run_at, then id."""
-    found.sort(key=lambda t: (t.priority.weight, t.run_at, t.id))
-    return found
-
-
-def task_from_row(row: Mapping[Any, Any]) -> Task:
-    return Task(
-        id=int(row["id"]),
-        identifier=row["identifier"],
-        action=row["action"],
-        status=Status.from_code(int(row["status"])),
-        priority=Priority.from_weight(int(row["priority"])),
-        queue=row["queue"],
-        options=row["meta"] if row["meta"] is not None else {},
-        result=row["result"],
-        progress=int(row["progress"]),
-        processed=int(row["processed"]),
-        total=int(row["total"]),
-        eta_seconds=row["eta_seconds"],
-        message=row["message"],
-        error=row["error"],
-        attempts=int(row["attempts"]),
-        max_attempts=int(row["max_attempts"]),
-        run_at=row["run_at"],
-        unique_key=row["unique_key"],
-        started_by=row["started_by"],
-        locked_by=row["locked_by"],
-        locked_at=row["locked_at"],
-        cancel_requested=bool(row["cancel_requested"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        updated_at=row["updated_at"],
-        duration_ms=row["duration_ms"],
-        peak_memory=row["peak_memory"],
-        timeout_seconds=row["timeout_seconds"],
-        expires_at=row["expires_at"],
-    )
-
-
-def _log_from_row(row: Mapping[Any, Any]) -> LogEntry:
-    return LogEntry(
-        id=int(row["id"]),
-        task_id=int(row["task_id"]),
-        ts=row["ts"],
-        level=row["level"],
-        message=row["message"],
-        context=row["context"] or {},
-    )
-
-
-def _outcome_params(task_id: int, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "b_id": task_id,
-        "b_status": outcome.status.code,
-        "b_message": outcome.message,
-        "b_error": outcome.error,
-        "b_result": outcome.result,
-        "b_progress": outcome.progress,
-        "b_processed": outcome.processed,
-        "b_total": outcome.total,
-        "b_duration_ms": outcome.duration_ms,
-        "b_peak_memory": outcome.peak_memory,
-        "b_run_at": outcome.retry_at or now,
-        "b_refund": 1 if outcome.refund_attempt else 0,
-        "b_now": now,
-    }
-
-
-def final_payload(finished: Sequence[tuple[int, Outcome]]) -> str:
-    """Final outcomes as one JSON array for a single batched UPDATE.
-
-    ``result`` travels as JSON text (what the result column stores on every database), so a
-    string result is not confused with JSON by the database's own JSON functions.
-    """
-    return json.dumps(
-        [
-            {
-                "id": task_id,
-                "status": outcome.status.code,
-                "message": outcome.message,
-                "error": outcome.error,
-                "result": json.dumps(outcome.result),
-                "progress": outcome.progress,
-                "processed": outcome.processed,
-                "total": outcome.total,
-                "duration_ms": outcome.duration_ms,
-                "peak_memory": outcome.peak_memory,
-            }
-            for task_id, outcome in finished
-        ]
-    )
-
-
-def final_params(
-    node_id: str, finished: Sequence[tuple[int, Outcome]], now: dt.datetime
-) -> dict[str, Any]:
-    """Parameters of a dialect's ``finish_final_sql``."""
-    return {"rows": final_payload(finished), "node": node_id, "now": now}
 
 
 def _keep_if_null(name: str) -> Any:
@@ -740,7 +566,7 @@ class Store(abc.ABC):
             held |= self._finish_final(conn, node_id, final, now)
         if retried:
             requeue = self._held(conn, node_id, [task_id for task_id, _ in retried])
-            params = [_outcome_params(i, o, now) for i, o in retried if i in requeue]
+            params = [outcome_params(i, o, now) for i, o in retried if i in requeue]
             if params:
                 conn.execute(_FINISH_RETRY.where(tasks.c.locked_by == node_id), params)
                 self.enqueue_existing(conn, sorted(requeue))
@@ -777,7 +603,7 @@ class Store(abc.ABC):
             result = conn.execute(self.finish_final_sql, final_params(node_id, finished, now))
             return {int(i) for i in result.scalars()}
         held = self._held(conn, node_id, [task_id for task_id, _ in finished])
-        params = [_outcome_params(i, o, now) for i, o in finished if i in held]
+        params = [outcome_params(i, o, now) for i, o in finished if i in held]
         if params:
             conn.execute(_FINISH_FINAL.where(tasks.c.locked_by == node_id), params)
         return held
@@ -955,7 +781,7 @@ class Store(abc.ABC):
         else:
             stmt = stmt.order_by(task_logs.c.id)
         with self.reading() as conn:
-            found = [_log_from_row(row) for row in conn.execute(stmt).mappings()]
+            found = [log_from_row(row) for row in conn.execute(stmt).mappings()]
         return sorted(found, key=lambda entry: entry.id)
 
     def delete_task_logs(self, task_id: int) -> int:

@@ -20,7 +20,7 @@ from stask.core.facade import Stask
 from stask.core.liveness import Liveness
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore, Rescue
-from stask.db.store import Outcome
+from stask.db.rows import Outcome
 from stask.errors import ConfigError, StaskError
 from stask.models import JSONDict, Task
 
