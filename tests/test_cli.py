@@ -190,6 +190,13 @@ def test_worker_path_skips_display_and_migration_libraries(
     assert done.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_worker_refuses_a_blank_queue_name(cli_env: dict[str, str], processes: str) -> None:
+    """It served no queue at all while its log line said "queues all"."""
+    done = stask(cli_env, "worker", "-p", processes, "-q", "mail", "-q", " ", code=2)
+    assert_one_line_error(done, "queue name must be a non-empty string, got ' '")
+
+
 def test_run_pending_batch_size_and_claim_order(app: Stask, cli_env: dict[str, str]) -> None:
     low = app.create("mailer", "send", {"to": "low"}, priority="low")
     normal = app.create("mailer", "send", {"to": "normal"})

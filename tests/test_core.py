@@ -443,11 +443,17 @@ def test_create_rejects_non_json_options(app: Stask, value: object) -> None:
     assert app.store.queued_count() == 0
 
 
-def test_create_rejects_bad_priority_and_attempts(app: Stask) -> None:
+def test_create_rejects_bad_priority_attempts_and_queue(app: Stask) -> None:
     with pytest.raises(ValidationError, match="urgent"):
         app.create("mailer", "send", priority="urgent")
     with pytest.raises(ValidationError, match="max_attempts"):
         app.create("mailer", "send", max_attempts=0)
+    with pytest.raises(ValidationError, match="non-empty string, got ''"):
+        app.create("mailer", "send", queue="")
+    with pytest.raises(ValidationError, match="101 characters"):
+        app.create_many(
+            [("mailer", "send"), {"identifier": "mailer", "action": "send", "queue": "q" * 101}]
+        )
     assert app.count() == 0
 
 

@@ -125,6 +125,14 @@ def worker(
     poll: float,
 ) -> None:
     """Run tasks until stopped: the daemon for one or many hosts on one database."""
+    options = RunnerOptions(
+        concurrency=concurrency,
+        queues=queues,
+        prefetch=prefetch,
+        poll_seconds=poll,
+        grace_seconds=grace,
+    )
+    options.validate()  # once here rather than in each of --processes children
     configure_logging()
     if processes > 1:
         argv = ["worker", "-c", str(concurrency), "--grace", str(grace), "--poll", str(poll)]
@@ -133,13 +141,6 @@ def worker(
         if prefetch is not None:
             argv += ["--prefetch", str(prefetch)]
         ctx.exit(supervise(processes, argv))
-    options = RunnerOptions(
-        concurrency=concurrency,
-        queues=queues,
-        prefetch=prefetch,
-        poll_seconds=poll,
-        grace_seconds=grace,
-    )
     runner = Runner(app, options)
     install_stop_handlers(runner)
     runner.run()

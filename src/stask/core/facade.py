@@ -356,7 +356,13 @@ class Stask:
             action=normalized,
             options=checked,
             priority=Priority.parse(priority),
-            queue=queue or (cls.queue if cls and cls.queue else self.settings.default_queue),
+            # An explicit name is checked: "" (an unset variable in a script) used to mean the
+            # default queue, and a name too long for the column failed only in the INSERT.
+            queue=(
+                check_queue_name(queue)
+                if queue is not None
+                else (cls.queue if cls and cls.queue else self.settings.default_queue)
+            ),
             run_at=to_utc_naive(run_at) if run_at is not None else None,
             max_attempts=attempts,
             started_by=started_by,

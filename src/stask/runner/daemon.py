@@ -18,6 +18,7 @@ from stask.core.context import TaskContext
 from stask.core.executor import Executor, Finished
 from stask.core.facade import Stask
 from stask.core.liveness import Liveness
+from stask.core.queues import check_queue_name
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore, Rescue
 from stask.db.rows import Outcome
@@ -50,6 +51,8 @@ class RunnerOptions:
             raise ConfigError(f"prefetch must be 0 or more, got {self.prefetch}")
         if self.grace_seconds < 0 or self.poll_seconds <= 0:
             raise ConfigError("grace must be >= 0 and poll > 0 seconds")
+        for name in self.queues:  # an empty name served nothing while the log said "all"
+            check_queue_name(name)
 
 
 class Runner:
