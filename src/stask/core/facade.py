@@ -597,6 +597,7 @@ class Stask:
             self.node_id,
             lease_seconds=self.settings.lease_seconds,
             heartbeat_seconds=self.settings.heartbeat_seconds,
+            on_tick=self.store.maintain,  # a cron-only host resets SQLite's WAL here
         )
         liveness.start()
         done = 0
@@ -609,6 +610,7 @@ class Stask:
                 done += 1
         finally:
             liveness.stop()
+        liveness.tick()  # once per batch too, however short (failures are logged)
         return done
 
     # -- queues (stask.db.queues: pauses and limits every runner obeys) ------------------------

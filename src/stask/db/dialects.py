@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -27,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from stask.db import wakefile
-from stask.db.engine import build_engine, translate_errors
+from stask.db.engine import SQLITE_BUSY_TIMEOUT_MS, build_engine, sqlite_path, translate_errors
 from stask.db.notify import CHANNEL, Listener, WakeSource, announce
 from stask.db.queues import QueueScope
 from stask.db.rows import (
@@ -116,6 +118,17 @@ _SQLITE_OUTCOMES = (
     + " FROM json_each(:rows)"
 )
 
+log = logging.getLogger("stask.db")
+
+# SQLite resets its WAL (writes start again from its beginning) only when a write finds no
+# reader using it; readers that keep overlapping (a dashboard, `stask logs --follow`) can keep
+# that from ever happening, and the WAL grows while every read gets slower. Past this size the
+# runner forces the reset. Its own passive checkpoints keep a healthy WAL near 4 MB.
+WAL_RESET_BYTES = 64 * 1024 * 1024
+# How long the reset waits for those readers (and holds writers off) before it gives up until
+# the next heartbeat.
+WAL_RESET_WAIT_MS = 1_000
+
 _SQLITE_WRITERS: dict[str, threading.RLock] = {}
 _SQLITE_WRITERS_LOCK = threading.Lock()
 
@@ -172,6 +185,40 @@ class SQLiteStore(Store):
 
     def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
         return None if self.wake_file is None else wakefile.FileWatcher(self.wake_file, on_wake)
+
+    def maintain(self) -> None:
+        """Checkpoint and truncate a WAL that overlapping readers kept from being reset."""
+        database = sqlite_path(self.url)
+        if database is None:
+            return  # in memory: no WAL
+        try:
+            size = Path(f"{database}-wal").stat().st_size
+        except FileNotFoundError:
+            return
+        if size < WAL_RESET_BYTES:
+            return
+        # This process's writers wait on the lock rather than on SQLite's busy handler.
+        with self._writer, translate_errors(self.url), self.engine.connect() as conn:
+            raw = conn.connection.driver_connection  # no BEGIN: a checkpoint runs outside one
+            assert raw is not None
+            raw.execute(f"PRAGMA busy_timeout = {WAL_RESET_WAIT_MS}")
+            try:
+                busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        megabytes = size / 2**20
+        if busy:
+            log.warning(
+                "SQLite WAL of %s is %.0f MB and readers still used it after %.0f s: checkpointed"
+                " but not reset; trying again at the next heartbeat",
+                database,
+                megabytes,
+                WAL_RESET_WAIT_MS / 1000,
+            )
+        else:
+            log.info(
+                "SQLite WAL of %s was %.0f MB: checkpointed and truncated", database, megabytes
+            )
 
     def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         # SQLite does not promise RETURNING order, and asking SQLAlchemy to sort falls back to one

@@ -298,6 +298,10 @@ class Store(abc.ABC):
         """What wakes an idle runner when another process enqueues (None: polling only)."""
         return None
 
+    def maintain(self) -> None:
+        """Upkeep a runner does after each heartbeat (SQLite's WAL); nothing on servers."""
+        return  # PostgreSQL vacuums, and MariaDB purges, on their own
+
     def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         stmt = insert(tasks).returning(tasks.c.id, sort_by_parameter_order=True)
         return [int(row[0]) for row in conn.execute(stmt, rows)]

@@ -78,7 +78,7 @@ class Runner:
             queues=list(self.options.queues),
             on_rescue=self._on_rescue,
             on_lost=self._on_lost,
-            on_tick=self._fire_schedules,
+            on_tick=self._on_tick,
         )
         self._lock = threading.Condition()
         self._ready: deque[Task] = deque()
@@ -122,10 +122,14 @@ class Runner:
         with self._lock:
             return self._claimed_nothing and not (self._ready or self._running or self._done)
 
-    def _fire_schedules(self) -> None:
-        """Create the tasks of due schedule slots (each slot once, whichever runner is first)."""
-        if self.app.enqueue_due_schedules():
-            self.wake()
+    def _on_tick(self) -> None:
+        """After each heartbeat: due schedule slots (each slot once, whichever runner is
+        first), then the store's upkeep (resetting a SQLite WAL that readers held back)."""
+        try:
+            if self.app.enqueue_due_schedules():
+                self.wake()
+        finally:
+            self.store.maintain()
 
     def _on_rescue(self, _rescued: Rescue) -> None:
         self.wake()
