@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import statistics
 import sys
 import threading
@@ -182,6 +183,31 @@ def bulk_enqueue(app: Stask, count: int) -> dict[str, float]:
     }
 
 
+class CpuSplit:
+    """Where the machine's CPU went over an interval: this process (the runner, its threads and,
+    on SQLite, the database engine), everything else (the PostgreSQL server), and idle, in
+    CPU-seconds summed over all cores (``/proc/stat`` and ``os.times``; Linux)."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float]:
+        with open("/proc/stat") as stat:
+            user, nice, system, idle = (int(v) for v in stat.readline().split()[1:5])
+        tick = os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return (user + nice + system) / tick, idle / tick, own.user + own.system
+
+    def since(self) -> dict[str, float]:
+        busy, idle, own = (now - then for now, then in zip(self._read(), self.start, strict=True))
+        return {
+            "this_process": round(own, 2),
+            "other_processes": round(max(0.0, busy - own), 2),
+            "idle": round(idle, 2),
+        }
+
+
 def drain(db: Database, storage: Path, count: int, concurrency: int) -> dict[str, Any]:
     """Bulk-enqueue ``count`` no-op tasks, then time a default Runner until all are recorded."""
     app = prepared_app(db, storage)
@@ -190,6 +216,7 @@ def drain(db: Database, storage: Path, count: int, concurrency: int) -> dict[str
         analyze(db)
         probes = DrainProbes()
         timeout = max(120.0, count / 20)
+        cpu = CpuSplit()
         started = time.perf_counter()
         try:
             options = RunnerOptions(concurrency=concurrency)
@@ -197,6 +224,7 @@ def drain(db: Database, storage: Path, count: int, concurrency: int) -> dict[str
                 runner = handle.runner
                 finished = handle.wait(lambda: runner.completed >= count, timeout, step=0.005)
                 elapsed = time.perf_counter() - started
+                used = cpu.since()
                 if probes.counter is not None:
                     probes.counter.pause()
         finally:
@@ -211,6 +239,7 @@ def drain(db: Database, storage: Path, count: int, concurrency: int) -> dict[str
             "per_second": round(count / elapsed, 1),
             "prefetch": runner.prefetch,
             "bulk_enqueue": bulk,
+            "cpu_seconds": used,
             **probes.figures(count),
         }
     finally:
