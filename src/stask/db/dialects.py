@@ -193,7 +193,7 @@ class SQLiteStore(Store):
             return  # in memory: no WAL
         try:
             size = Path(f"{database}-wal").stat().st_size
-        except FileNotFoundError:
+        except OSError:  # no WAL yet (or unreadable: SQLite itself will say so)
             return
         if size < WAL_RESET_BYTES:
             return
