@@ -126,7 +126,6 @@ def measure(batch: int, turns: int, rounds: int) -> dict[str, Any]:
                 through_stask.append(seconds)
                 if replay is None:
                     replay = Replay(db.dsn, sql, params, now)
-                    replay.claimed = []
                 through_sqlite3.append(replay.seconds_per_turn(turns))
             assert replay is not None
             pages = replay.wal_pages_per_turn(db.dsn, page_turns)
@@ -152,6 +151,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.turns < 1 or args.rounds < 1:
+        parser.error("--turns and --rounds must be at least 1")
     quiet_logs()
     figures = [measure(int(b), args.turns, args.rounds) for b in args.batches.split(",")]
     print("tasks/turn  stask us/turn  bare sqlite3 us/turn  Python share  WAL pages/turn")
