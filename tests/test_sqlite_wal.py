@@ -11,7 +11,7 @@ import pytest
 
 import stask.db.dialects as dialects_module
 from stask import Stask
-from stask.db.engine import parse_url, sqlite_path
+from stask.db.engine import sqlite_path
 from stask.runner import Runner, RunnerOptions
 
 SMALL_WAL = 256 * 1024
@@ -28,7 +28,7 @@ def reader(app: Stask, dialect: str) -> Iterator[sqlite3.Connection]:
     """A connection inside a read transaction: SQLite cannot reset the WAL under it."""
     if dialect != "sqlite":
         pytest.skip("the WAL is SQLite's")
-    database = sqlite_path(parse_url(str(app.store.url)))
+    database = sqlite_path(app.store.url)
     connection = sqlite3.connect(str(database), isolation_level=None)
     connection.execute("BEGIN")
     connection.execute("SELECT count(*) FROM s_tasks").fetchone()

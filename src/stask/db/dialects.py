@@ -151,6 +151,8 @@ class SQLiteStore(Store):
         super().__init__(engine, url)
         self._writer = _sqlite_writer_lock(url.render_as_string(hide_password=False))
         self.wake_file = wakefile.wake_path(url)
+        database = sqlite_path(url)
+        self.wal_file = None if database is None else Path(f"{database}-wal")
 
     @contextlib.contextmanager
     def writing(self, connection: Connection | None = None) -> Iterator[Connection]:
@@ -188,11 +190,10 @@ class SQLiteStore(Store):
 
     def maintain(self) -> None:
         """Checkpoint and truncate a WAL that overlapping readers kept from being reset."""
-        database = sqlite_path(self.url)
-        if database is None:
+        if self.wal_file is None:
             return  # in memory: no WAL
         try:
-            size = Path(f"{database}-wal").stat().st_size
+            size = self.wal_file.stat().st_size
         except OSError:  # no WAL yet (or unreadable: SQLite itself will say so)
             return
         if size < WAL_RESET_BYTES:
@@ -209,15 +210,15 @@ class SQLiteStore(Store):
         megabytes = size / 2**20
         if busy:
             log.warning(
-                "SQLite WAL of %s is %.0f MB and readers still used it after %.0f s: checkpointed"
+                "SQLite WAL %s is %.0f MB and readers still used it after %.0f s: checkpointed"
                 " but not reset; trying again at the next heartbeat",
-                database,
+                self.wal_file,
                 megabytes,
                 WAL_RESET_WAIT_MS / 1000,
             )
         else:
             log.info(
-                "SQLite WAL of %s was %.0f MB: checkpointed and truncated", database, megabytes
+                "SQLite WAL %s was %.0f MB: checkpointed and truncated", self.wal_file, megabytes
             )
 
     def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
