@@ -20,7 +20,7 @@ from sqlalchemy import Engine, event, text, update
 
 import stask.db.store as store_module
 from stask import Stask, Status
-from stask.db.dialects import store_for
+from stask.db.dialects import hot_path_store, store_for
 from stask.db.engine import build_engine, parse_url
 from stask.db.rows import NEW_TASK_COLUMNS, NewTask, Outcome
 from stask.db.store import Store
@@ -806,6 +806,40 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
     assert [app.get(i).status for i in waiting] == [Status.RUNNING] * 2
     assert app.store.queued_count() == 0
     assert claim_ids(app.store, limit=5) == []  # nothing is claimed twice
+
+
+def test_postgresql_plans_a_runners_turn_once(app: Stask, dialect: str) -> None:
+    """psycopg prepares a statement run 5 times; PostgreSQL then plans it once, generically,
+    if that plan looks no worse than one planned per call. With a bound LIMIT the generic plan
+    guessed a third of the queue and lost, so every turn was planned again (longer than it
+    ran). The turn's LIMIT is literal: its generic plan must win."""
+    if dialect != "postgresql":
+        pytest.skip("plan caching of prepared statements is PostgreSQL's")
+    store = hot_path_store(app.store)  # its own pool: every turn below on one connection
+    try:
+        # Enough of a queue, analyzed, for the plans to differ as they do in production.
+        app.create_many([("inventory", "sync_stock")] * 3000)
+        with app.store.engine.begin() as conn:
+            conn.execute(text("ANALYZE s_queue, s_tasks"))
+        held: list[int] = []
+        for _ in range(20):
+            claimed, _recorded = store.record_and_claim(
+                NODE, WORKERS, 2, finished=[(task_id, DONE) for task_id in held]
+            )
+            held = ids(claimed)
+        assert held, "the queue ran dry before the last turn"
+        with store.engine.connect() as conn:
+            plans = conn.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE 'WITH fin AS%'"
+                )
+            ).one()
+    finally:
+        store.dispose()
+    generic, custom = plans
+    assert generic >= 10, plans
+    assert custom <= 5, plans
 
 
 def test_create_writes_every_new_task_column(app: Stask) -> None:

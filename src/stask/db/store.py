@@ -25,6 +25,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -411,9 +412,11 @@ class Store(abc.ABC):
 
         return self.retrying(work)
 
-    # The one-statement turn of a dialect that has one (dialects.py): its SQL for every queue
-    # and for the served queues only. None: every turn is the general transaction.
-    turn_sql: ClassVar[tuple[Executable, Executable] | None] = None
+    def turn_statement(self, served: bool, limit: int) -> Executable | None:
+        """The one-statement turn of a dialect that has one (dialects.py), claiming at most
+        ``limit`` from every queue or (``served``) from the served queues only. None: every
+        turn is the general transaction."""
+        return None
 
     def _turn_in_one_statement(
         self,
@@ -426,7 +429,8 @@ class Store(abc.ABC):
     ) -> tuple[list[Task], set[int]] | None:
         """The common turn (final outcomes only, no log lines) as one statement; None when
         the dialect has none or a queue or worker limit needs the general transaction."""
-        if self.turn_sql is None:
+        statement = self.turn_statement(bool(queues), limit)
+        if statement is None:
             return None
         at = now or utcnow()
         with self._one_statement() as conn:
@@ -435,7 +439,7 @@ class Store(abc.ABC):
             params = {**final_params(node_id, finished, at), "idents": local, "limit": limit}
             if queues:
                 params["queues"] = list(queues)
-            rows = conn.execute(self.turn_sql[bool(queues)], params).mappings().all()
+            rows = conn.execute(statement, params).mappings().all()
         claimed, recorded = self._turn_result(rows)
         return in_claim_order(claimed), recorded
 
@@ -444,7 +448,7 @@ class Store(abc.ABC):
         return self.writing()
 
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
-        """The claimed tasks and the recorded ids in the rows of ``turn_sql``."""
+        """The claimed tasks and the recorded ids in the rows of ``turn_statement``."""
         raise NotImplementedError
 
     def _plain_turn(
@@ -485,12 +489,13 @@ class Store(abc.ABC):
     def _claimable(
         self, identifiers: Sequence[str], limit: int, scope: QueueScope, now: Any
     ) -> Any:
-        """The SELECT of claimable queue rows shared by every dialect's claim."""
+        """The SELECT of claimable queue rows shared by every dialect's claim; its LIMIT is
+        written into the SQL so that PostgreSQL's generic plan is good (see ``_pg_turn``)."""
         return (
             select(queue.c.task_id)
             .where(*claimable_clauses(identifiers, scope, now))
             .order_by(queue.c.priority, queue.c.run_at, queue.c.task_id)
-            .limit(limit)
+            .limit(literal_column(str(int(limit))))
         )
 
     # The queues with tasks in s_queue (a skip scan); MariaDB has its own (dialects.py).
