@@ -20,6 +20,7 @@ from sqlalchemy import Engine, event, text, update
 
 import stask.db.store as store_module
 from stask import Stask, Status
+from stask.db import dialects
 from stask.db.dialects import hot_path_store, store_for
 from stask.db.engine import build_engine, parse_url
 from stask.db.rows import NEW_TASK_COLUMNS, NewTask, Outcome
@@ -72,7 +73,7 @@ def inserts_sent(engine: Engine) -> Iterator[list[str]]:
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
+        if "INSERT INTO" in statement.upper():  # PostgreSQL's bulk insert starts WITH
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
@@ -399,6 +400,39 @@ def test_create_many_keeps_per_item_fields(app: Stask) -> None:
     assert (app.get(high).priority.value, app.get(high).options) == ("high", {"to": "a@b.c"})
     assert (app.get(scheduled).run_at, app.get(scheduled).queue) == (later, "q2")
     assert claim_ids(app.store) == [high, low]
+
+    # Every optional field, an aware run_at and one without microseconds, a unicode option.
+    on_the_second = (utcnow() + 5 * MINUTE).replace(microsecond=0)
+    later_in_kyiv = later.replace(tzinfo=dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=2)))
+    deadline = utcnow() + 20 * MINUTE
+    full, aware = app.create_many(
+        [
+            {
+                "identifier": "mailer",
+                "action": "send",
+                "options": {"to": "ж@b.c", "n": [1, {"x": None}]},
+                "max_attempts": 7,
+                "started_by": "cli",
+                "timeout": 2.5,
+                "deadline": deadline,
+                "run_at": on_the_second,
+            },
+            {"identifier": "mailer", "action": "send", "run_at": later_in_kyiv},
+        ]
+    )
+    task = app.get(full)
+    assert task.options == {"to": "ж@b.c", "n": [1, {"x": None}]}
+    assert (task.max_attempts, task.started_by, task.timeout_seconds) == (7, "cli", 2.5)
+    assert (task.expires_at, task.run_at) == (deadline, on_the_second)
+    assert app.get(aware).run_at == later
+
+
+def test_create_many_keeps_order_across_insert_batches(app: Stask) -> None:
+    batch = app.create_many(numbered_items(2_100))
+    assert batch == sorted(batch)
+    options = {task.id: task.options for task in app.list(limit=10_000)}
+    assert [options[task_id] for task_id in batch] == [{"n": n} for n in range(2_100)]
+    assert app.store.queued_count() == 2_100
 
 
 def test_create_on_a_rolled_back_connection_leaves_nothing(app: Stask) -> None:
@@ -847,6 +881,8 @@ def test_create_writes_every_new_task_column(app: Stask) -> None:
     new = NewTask(identifier="mailer", action="send", options={})
     [row] = app.store._new_task_rows([new], utcnow())
     assert set(row) == set(NEW_TASK_COLUMNS)
+    # PostgreSQL's bulk insert declares each column's type: a column missing there is dropped.
+    assert set(dialects._NEW_TASK_TYPES) == set(NEW_TASK_COLUMNS)
 
 
 def test_on_postgresql_create_is_one_statement_that_notifies(

@@ -258,8 +258,7 @@ class Store(abc.ABC):
         now = utcnow()
         rows = self._new_task_rows(new, now)
         with self.writing(connection) as conn:
-            ids = self._insert_task_rows(conn, rows)
-            self._enqueue_new(conn, ids, rows)
+            ids = self._insert_queued(conn, rows)
             self._announce(conn, rows, now)
         return ids
 
@@ -302,6 +301,13 @@ class Store(abc.ABC):
     def maintain(self) -> None:
         """Upkeep a runner does after each heartbeat (SQLite's WAL); nothing on servers."""
         return  # PostgreSQL vacuums, and MariaDB purges, on their own
+
+    def _insert_queued(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert tasks (rows of ``_new_task_rows``) and their queue rows; the new ids, in the
+        order of ``rows``."""
+        ids = self._insert_task_rows(conn, rows)
+        self._enqueue_new(conn, ids, rows)
+        return ids
 
     def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         stmt = insert(tasks).returning(tasks.c.id, sort_by_parameter_order=True)
