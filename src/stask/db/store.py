@@ -252,7 +252,7 @@ class Store(abc.ABC):
         self, new: Sequence[NewTask], connection: Connection | None = None
     ) -> list[int]:
         """Insert tasks and their queue rows: one INSERT each per 1,000 tasks (SQLAlchemy's
-        insertmanyvalues batch), never one per task."""
+        insertmanyvalues batch; PostgreSQL: one statement for both), never one per task."""
         if not new:
             return []
         now = utcnow()
