@@ -208,8 +208,11 @@ class CpuSplit:
         }
 
 
-def drain(db: Database, storage: Path, count: int, concurrency: int) -> dict[str, Any]:
-    """Bulk-enqueue ``count`` no-op tasks, then time a default Runner until all are recorded."""
+def drain(
+    db: Database, storage: Path, count: int, concurrency: int, prefetch: int | None = None
+) -> dict[str, Any]:
+    """Bulk-enqueue ``count`` no-op tasks, then time a Runner (default options but
+    ``prefetch``) until all are recorded."""
     app = prepared_app(db, storage)
     try:
         bulk = bulk_enqueue(app, count)
@@ -219,7 +222,7 @@ def drain(db: Database, storage: Path, count: int, concurrency: int) -> dict[str
         cpu = CpuSplit()
         started = time.perf_counter()
         try:
-            options = RunnerOptions(concurrency=concurrency)
+            options = RunnerOptions(concurrency=concurrency, prefetch=prefetch)
             with running(app, options, probes.attach) as handle:
                 runner = handle.runner
                 finished = handle.wait(lambda: runner.completed >= count, timeout, step=0.005)

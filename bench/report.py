@@ -75,6 +75,12 @@ FIGURES = (
         check=_at_least_twice_raw,
     ),
     Figure(
+        "drain/s, concurrency 4, prefetch 12 (not default)",
+        ("drain_c4_prefetch12", "per_second"),
+        ("drain_c4", "per_second"),
+        None,
+    ),
+    Figure(
         "drain/s, pgqueuer defaults",
         None,
         None,

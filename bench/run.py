@@ -28,6 +28,7 @@ from bench.report import print_table, table_rows
 
 DIALECTS = ("sqlite", "postgresql")
 SECTIONS = ("enqueue", "drain", "latency", "rss", "progress", "peers")
+PREFETCH_TRIAL = 12  # 3x concurrency 4: the extra, non-default drain row
 PEERS_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
@@ -101,6 +102,11 @@ def measure_dialect(dialect: str, args: argparse.Namespace, config: Path) -> dic
             found["stask"][f"drain_c{c}"] = attempt(
                 f"stask {dialect} drain c={c}", lambda c=c: stask_drain(dialect, args, c)
             )
+        # Not the default: what a larger prefetch (turns of 16 tasks) buys; see the README.
+        found["stask"]["drain_c4_prefetch12"] = attempt(
+            f"stask {dialect} drain c=4 prefetch 12",
+            lambda: stask_drain(dialect, args, 4, prefetch=PREFETCH_TRIAL),
+        )
     if {"enqueue", "latency", "progress", "rss"} & set(args.sections):
         with stask_db(dialect, args) as (db, storage), raw_db(dialect, args) as raw_base:
             raw.setup(raw_base)
@@ -119,9 +125,11 @@ def raw_drain(dialect: str, args: argparse.Namespace, concurrency: int) -> dict[
         return raw.drain(db, args.tasks, concurrency)
 
 
-def stask_drain(dialect: str, args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
+def stask_drain(
+    dialect: str, args: argparse.Namespace, concurrency: int, prefetch: int | None = None
+) -> dict[str, Any]:
     with stask_db(dialect, args) as (db, storage):
-        return stask_side.drain(db, storage, args.tasks, concurrency)
+        return stask_side.drain(db, storage, args.tasks, concurrency, prefetch)
 
 
 def paired_figures(
