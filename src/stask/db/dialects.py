@@ -37,6 +37,7 @@ from stask.db.queues import QueueScope
 from stask.db.rows import (
     NEW_TASK_COLUMNS,
     PENDING,
+    QUEUED_COLUMNS,
     RUNNING,
     NewTask,
     Outcome,
@@ -427,10 +428,9 @@ def _pg_create(notify: bool) -> Select[Any]:
     one statement where create() took three. Parameters: the columns of _new_task_rows."""
     values = {name: bindparam(name, type_=tasks.c[name].type) for name in NEW_TASK_COLUMNS}
     inserted = insert(tasks).values(values).returning(*tasks.c).cte("inserted")
-    picked = [inserted.c[name] for name in ("id", "queue", "identifier", "priority", "run_at")]
     queued = insert(queue).from_select(
-        [queue.c.task_id, queue.c.queue, queue.c.identifier, queue.c.priority, queue.c.run_at],
-        select(*picked),
+        [queue.c.task_id, *(queue.c[name] for name in QUEUED_COLUMNS)],
+        select(inserted.c.id, *(inserted.c[name] for name in QUEUED_COLUMNS)),
     )
     stmt = select(*inserted.c).add_cte(queued.cte("queued"))
     return stmt.add_columns(func.pg_notify(CHANNEL, "")) if notify else stmt
@@ -456,7 +456,6 @@ _NEW_TASK_TYPES = {
     "created_at": "TIMESTAMP",
     "updated_at": "TIMESTAMP",
 }
-_QUEUE_FROM_TASK = ("queue", "identifier", "priority", "run_at")
 _PG_INSERT_MANY = text(
     "WITH inserted AS (INSERT INTO s_tasks ("
     + ", ".join(_NEW_TASK_TYPES)
@@ -465,11 +464,11 @@ _PG_INSERT_MANY = text(
     + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(n INTEGER, "
     + ", ".join(f"{name} {kind}" for name, kind in _NEW_TASK_TYPES.items())
     + ") ORDER BY n RETURNING id, "
-    + ", ".join(_QUEUE_FROM_TASK)
+    + ", ".join(QUEUED_COLUMNS)
     + "), queued AS (INSERT INTO s_queue (task_id, "
-    + ", ".join(_QUEUE_FROM_TASK)
+    + ", ".join(QUEUED_COLUMNS)
     + ") SELECT id, "
-    + ", ".join(_QUEUE_FROM_TASK)
+    + ", ".join(QUEUED_COLUMNS)
     + " FROM inserted) SELECT id FROM inserted"
 )
 

@@ -35,6 +35,8 @@ NEW_TASK_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# What a task's s_queue row copies from it, beside task_id.
+QUEUED_COLUMNS = ("queue", "identifier", "priority", "run_at")
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from stask.db.queues import (
 from stask.db.rows import (
     FINAL_CODES,
     PENDING,
+    QUEUED_COLUMNS,
     RUNNING,
     NewTask,
     Outcome,
@@ -279,13 +280,7 @@ class Store(abc.ABC):
         conn.execute(
             insert(queue),
             [
-                {
-                    "task_id": task_id,
-                    "queue": row["queue"],
-                    "identifier": row["identifier"],
-                    "priority": row["priority"],
-                    "run_at": row["run_at"],
-                }
+                {"task_id": task_id, **{name: row[name] for name in QUEUED_COLUMNS}}
                 for task_id, row in zip(ids, rows, strict=True)
             ],
         )
