@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, exc
 
 _TABLE = re.compile(r"\bs_[a-z_]+\b")
 
@@ -40,6 +40,18 @@ def distinct(items: Sequence[Any]) -> list[Any]:
     return list(seen.values())
 
 
+def autocommit(conn: Connection) -> bool:
+    """Whether ``conn``'s driver connection is in autocommit: SQLAlchemy still fires begin and
+    commit events there, but psycopg sends no BEGIN, and no COMMIT or ROLLBACK while idle
+    (stask's one-statement turn and create() on PostgreSQL). sqlite3 on Python 3.11 has no
+    such attribute; stask sends its BEGIN IMMEDIATE itself there, so those are counted."""
+    try:
+        driver = conn.connection.driver_connection
+    except exc.SQLAlchemyError:  # closed or invalidated
+        return False
+    return getattr(driver, "autocommit", False) is True
+
+
 class SqlCounter:
     """Counts statements, round trips and transactions on some engines while counting.
 
@@ -59,6 +71,7 @@ class SqlCounter:
         self.commits = 0
         self.rollbacks = 0
         self.pings = 0
+        self.unsent = 0  # BEGIN / COMMIT / ROLLBACK events that sent nothing (autocommit)
         self.kinds: Counter[str] = Counter()
         self.counting = False
         self._lock = threading.Lock()
@@ -92,19 +105,21 @@ class SqlCounter:
             self.statements += weight
             self.kinds[label(statement)] += weight
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, conn: Connection | None = None) -> None:
         if self.counting:
+            unsent = conn is not None and autocommit(conn)
             with self._lock:
                 setattr(self, name, getattr(self, name) + 1)
+                self.unsent += unsent
 
-    def _on_begin(self, _conn: Any) -> None:
-        self._count("begins")
+    def _on_begin(self, conn: Connection) -> None:
+        self._count("begins", conn)
 
-    def _on_commit(self, _conn: Any) -> None:
-        self._count("commits")
+    def _on_commit(self, conn: Connection) -> None:
+        self._count("commits", conn)
 
-    def _on_rollback(self, _conn: Any) -> None:
-        self._count("rollbacks")
+    def _on_rollback(self, conn: Connection) -> None:
+        self._count("rollbacks", conn)
 
     def attach(self) -> SqlCounter:
         for engine in self.engines:
@@ -128,7 +143,8 @@ class SqlCounter:
             del engine.dialect.do_ping  # back to the class's method
 
     def per_task(self, tasks: int) -> dict[str, Any]:
-        round_trips = self.calls + self.begins + self.commits + self.rollbacks + self.pings
+        sent = self.begins + self.commits + self.rollbacks - self.unsent
+        round_trips = self.calls + sent + self.pings
         return {
             "statements_per_task": round(self.statements / tasks, 3),
             "calls_per_task": round(self.calls / tasks, 3),
