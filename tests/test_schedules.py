@@ -659,6 +659,17 @@ def test_set_schedule_validates_before_storing(runners: list[Stask]) -> None:
     }  # fmt: skip
 
 
+def test_set_schedule_refuses_a_once_that_has_passed(runners: list[Stask]) -> None:
+    runner = runners[0]
+    once = {"type": "once", "at": "2030-03-04T12:30", "timezone": KYIV, "action": "make"}
+    with pytest.raises(ValidationError, match=r"Once at 2030-03-04 12:30 \(Europe/Kyiv\) has"):
+        runner.set_schedule("report", once, now=D(2030, 3, 4, 10, 30))  # 12:30 in Kyiv
+    assert "schedule" not in runner.stored_settings("report")  # nothing stored
+    runner.set_schedule("report", once, now=D(2030, 3, 4, 10, 29))
+    assert runner.enqueue_due_schedules(D(2030, 3, 4, 10, 29)) == []
+    assert len(runner.enqueue_due_schedules(D(2030, 3, 4, 10, 30))) == 1
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 
@@ -670,6 +681,8 @@ def test_cli_schedule_set_list_and_run_due(runners: list[Stask], cli_env: dict[s
     assert_one_line_error(done, "--end", "HH:MM", "'25:00'")
     done = stask(env, "schedule", "set", "inventory", "daily", "--time", "05:00", code=2)
     assert_one_line_error(done, "--action", "sync_stock")
+    done = stask(env, "schedule", "set", "report", "once", "--at", "2020-01-01T10:00", code=2)
+    assert_one_line_error(done, "Once at 2020-01-01 10:00 (UTC)", "already passed", "later time")
     assert "schedule" not in runners[0].stored_settings("report")  # nothing stored
 
     done = stask(

@@ -737,13 +737,21 @@ class Stask:
         *,
         now: dt.datetime | None = None,
     ) -> schedules.Schedule:
-        """Validate and store a worker's schedule; it fires for slots after ``now`` only."""
+        """Validate and store a worker's schedule; it fires for slots after ``now`` only, so a
+        ``once`` at or before ``now`` is refused (ValidationError): it could never fire."""
         parsed = schedules.parse_schedule(schedule, strict=True)
         info = self.worker(identifier)
+        moment = to_utc_naive(now) if now is not None else utcnow()
         if parsed.type != "manual":
             action = schedules.resolve_action(parsed, info.actions, identifier)
-            schedules.slot_key(identifier, action, utcnow())  # refuses names too long for a key
-        since = schedules.stamp(now if now is not None else utcnow())
+            schedules.slot_key(identifier, action, moment)  # refuses names too long for a key
+        if isinstance(parsed, schedules.Once) and not schedules.next_runs(parsed, moment, 1):
+            raise ValidationError(
+                f"schedule of {identifier}: {parsed.when()} ({parsed.timezone}) has already "
+                "passed, so it would never fire - give a later time (a once schedule fires "
+                "only for a time after it is set)"
+            )
+        since = schedules.stamp(moment)
         self.update_config(
             identifier,
             {schedules.SCHEDULE_KEY: parsed.to_dict(), f"{schedules.STATE_KEY}.since": since},
