@@ -132,7 +132,7 @@ class DrainProbes:
         stores = runner_stores(runner)
         self.counter = SqlCounter(*(store.engine for store in stores)).attach()
         self.claims = claim_timer(stores).attach()
-        self.finishes = CallTimer(stores, "finish_many", lambda args, _r: len(args[1])).attach()
+        self.finishes = CallTimer(stores, "finish_many", lambda args, _r: len(args[0])).attach()
 
     def detach(self) -> None:
         for probe in (self.counter, self.claims, self.finishes):

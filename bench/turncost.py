@@ -30,7 +30,7 @@ from bench.measure_stask import NOOP, prepared_app, quiet_logs
 from stask import Stask
 from stask.db.rows import Outcome, final_payload
 from stask.db.tables import tasks
-from stask.models import Status, utcnow
+from stask.models import Claim, Status, utcnow
 
 NODE = "bench-turncost"
 STATUS_AT = [column.name for column in tasks.c].index("status")
@@ -52,7 +52,7 @@ def stask_turns(app: Stask, batch: int, turns: int) -> tuple[float, str, tuple[A
             seen["sql"], seen["params"] = statement, parameters
 
     event.listen(app.store.engine, "before_cursor_execute", capture)
-    finished: list[tuple[int, Outcome]] = []
+    finished: list[tuple[Claim, Outcome]] = []
     started = time.perf_counter()
     try:
         for turn in range(turns + 1):
@@ -62,18 +62,22 @@ def stask_turns(app: Stask, batch: int, turns: int) -> tuple[float, str, tuple[A
             )
             if len(claimed) != batch:
                 raise RuntimeError(f"turn {turn} claimed {len(claimed)} of {batch}")
-            finished = [(task.id, DONE) for task in claimed]
+            finished = [(task.claim, DONE) for task in claimed]
+            seen["token"] = claimed[0].claim_token  # the token of the statement captured last
             if turn == turns - 1:
                 elapsed = time.perf_counter() - started
     finally:
         event.remove(app.store.engine, "before_cursor_execute", capture)
-    return elapsed / turns, seen["sql"], tuple(seen["params"]), _stored(now)
+    params = tuple(seen["params"])
+    return elapsed / turns, seen["sql"], params, _stored(now), seen["token"]
 
 
 class Replay:
     """The captured statement on a bare sqlite3 connection, fed each turn's own outcomes."""
 
-    def __init__(self, path: str, sql: str, params: tuple[Any, ...], captured_now: str) -> None:
+    def __init__(
+        self, path: str, sql: str, params: tuple[Any, ...], captured_now: str, token: str
+    ) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA synchronous = FULL")
         self.sql = sql
@@ -81,9 +85,10 @@ class Replay:
         self.captured_now = captured_now
         self.rows_at = next(i for i, value in enumerate(params) if str(value).startswith("[{"))
         self.claimed: list[int] = []
+        self.token = token  # every replayed claim writes the captured turn's token
 
     def turn(self) -> None:
-        rows = final_payload([(task_id, DONE) for task_id in self.claimed])
+        rows = final_payload([(Claim(task_id, self.token), DONE) for task_id in self.claimed])
         now = _stored(utcnow())
         params = [
             rows if index == self.rows_at else now if value == self.captured_now else value
@@ -122,10 +127,10 @@ def measure(batch: int, turns: int, rounds: int) -> dict[str, Any]:
             through_stask, through_sqlite3 = [], []
             replay: Replay | None = None
             for _ in range(rounds):  # alternating, so drift hits both alike
-                seconds, sql, params, now = stask_turns(app, batch, turns)
+                seconds, sql, params, now, token = stask_turns(app, batch, turns)
                 through_stask.append(seconds)
                 if replay is None:
-                    replay = Replay(db.dsn, sql, params, now)
+                    replay = Replay(db.dsn, sql, params, now, token)
                 through_sqlite3.append(replay.seconds_per_turn(turns))
             assert replay is not None
             pages = replay.wal_pages_per_turn(db.dsn, page_turns)

@@ -34,7 +34,7 @@ from stask.errors import (
     WorkerDefinitionError,
     WorkerInactive,
 )
-from stask.models import JSONDict, utcnow
+from stask.models import Claim, JSONDict, utcnow
 from tests import sample_workers
 from tests.conftest import fresh_app
 
@@ -664,11 +664,11 @@ class FakeSink:
         self.flag: bool | None = False
         self.cancel_checks = 0
 
-    def save_progress(self, task_id: int, values: Mapping[str, Any]) -> bool | None:
+    def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None:
         self.writes.append(dict(values))
         return self.flag
 
-    def cancel_requested(self, task_id: int) -> bool | None:
+    def cancel_requested(self, claim: Claim) -> bool | None:
         self.cancel_checks += 1
         return self.flag
 
@@ -1026,11 +1026,17 @@ def test_example_cleanup(examples_app: Stask, storage: Path) -> None:
     assert app.result_file(fresh.id).is_file()
 
 
-def test_retry_snoozes_without_using_an_attempt(probe_app: Stask) -> None:
-    done = run_one(probe_app, "probe", "snooze", {"after": 3600})
+def test_retry_snoozes_as_a_new_attempt_without_using_the_failure_budget(
+    probe_app: Stask,
+) -> None:
+    created = probe_app.create("probe", "snooze", {"after": 3600})
+    assert probe_app.process_pending() == 1
+    done = probe_app.get(created.id)
     assert done.status is Status.PENDING
-    assert done.attempts == 0
-    assert done.display_status == "scheduled"
+    # The run counted (task.attempt shows it), and the task got one attempt more for it.
+    assert done.attempts == 1
+    assert done.max_attempts == created.max_attempts + 1
+    assert done.display_status == "retrying"
     assert done.message == "retry requested in 3600 s"
     assert probe_app.process_pending() == 0  # not due for an hour
 

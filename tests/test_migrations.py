@@ -186,7 +186,7 @@ def test_text_holds_any_unicode_whatever_the_database_default(
         outcome = Outcome(
             status=Status.FAILED, message=UNICODE_TEXT, error=UNICODE_TEXT, result=[UNICODE_TEXT]
         )
-        assert app.store.finish(claimed.id, "node-1", outcome)
+        assert app.store.finish(claimed.claim, outcome)
 
         stored = app.get(task.id)
         [entry] = app.get_logs(task.id)

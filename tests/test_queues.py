@@ -212,7 +212,7 @@ def test_concurrency_limit_counts_running_tasks_of_the_queue(app: Stask) -> None
     assert claim(app.store) == []
 
     done = next(t for t in first if t.queue == "emails")
-    assert app.store.finish(done.id, NODE, DONE)
+    assert app.store.finish(done.claim, DONE)
     assert queues_of(claim(app.store)) == ["emails"], "a finish frees one slot"
     assert claim(app.store) == []
 
@@ -229,7 +229,7 @@ def test_a_retry_frees_its_slot(app: Stask) -> None:
     app.set_queue_limits("emails", concurrency=1)
     [held] = claim(app.store)
     retry = Outcome(status=Status.PENDING, message="again", retry_at=utcnow() + MINUTE)
-    assert app.store.finish(held.id, NODE, retry)
+    assert app.store.finish(held.claim, retry)
     assert len(claim(app.store)) == 1
 
 
@@ -237,7 +237,7 @@ def finish_retrying(store: Store, node: str, batch: Sequence[Task]) -> None:
     """Record outcomes as the runner's completer does: a deadlock (MariaDB 1213) is retried."""
     for attempt in range(10):
         try:
-            store.finish_many(node, [(task.id, DONE) for task in batch])
+            store.finish_many([(task.claim, DONE) for task in batch])
             return
         except DatabaseError as err:
             if "1213" not in err.message or attempt == 9:
@@ -302,7 +302,7 @@ def test_rate_limit_counts_starts_within_the_period(app: Stask) -> None:
     first = claim(app.store, now=t0)
     assert queues_of(first) == ["default"] * 4 + ["metered"] * 3
     for task in first:
-        assert app.store.finish(task.id, NODE, DONE)
+        assert app.store.finish(task.claim, DONE)
     assert claim(app.store, now=t0 + dt.timedelta(seconds=30)) == [], "finishing frees no rate"
     assert claim(app.store, now=t0 + dt.timedelta(seconds=59)) == []
     assert queues_of(claim(app.store, now=t0 + dt.timedelta(seconds=60))) == ["metered"] * 3
@@ -316,9 +316,9 @@ def test_rate_and_concurrency_limits_together_take_the_smaller_room(app: Stask) 
     t0 = utcnow() + dt.timedelta(seconds=1)
     first = claim(app.store, now=t0)
     assert len(first) == 2
-    assert app.store.finish(first[0].id, NODE, DONE)
+    assert app.store.finish(first[0].claim, DONE)
     assert len(claim(app.store, now=t0)) == 1
-    assert app.store.finish(first[1].id, NODE, DONE)
+    assert app.store.finish(first[1].claim, DONE)
     assert claim(app.store, now=t0) == [], "3 started within the minute"
 
 
@@ -505,7 +505,7 @@ def test_queues_lists_known_queues_only(app: Stask) -> None:
     create(app, "later", 1, run_at=utcnow() + dt.timedelta(hours=1))
     create(app, "done", 1)
     [finished] = claim(app.store, queues=["done"])
-    assert app.store.finish(finished.id, NODE, DONE)
+    assert app.store.finish(finished.claim, DONE)
     create(app, "busy", 1)
     claim(app.store, queues=["busy"])
     app.set_queue_limits("quiet", concurrency=4)

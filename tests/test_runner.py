@@ -205,10 +205,12 @@ def test_cancel_and_timeout_on_threads(runner_app: Stask, tmp_path: Path) -> Non
     assert "timed out after 0.3 s" in timed_out.message
 
 
-def test_shutdown_releases_a_task_whose_thread_gave_it_up_early(
+def test_a_runner_whose_heartbeat_stalls_gives_its_tasks_back_and_claims_nothing(
     runner_app: Stask, tmp_path: Path
 ) -> None:
-    """A thread that stopped its task (its lease looked lost) must not leave it running."""
+    """A heartbeat that lands no beat for most of the lease (here: its thread stalled) makes
+    the runner stop its running task at the next checkpoint and give the claim back, and claim
+    nothing until a beat lands again: others may rescue what it held once the lease is over."""
     log, release = tmp_path / "events.log", tmp_path / "release"
     held = runner_app.create("long", "hold", {"log": str(log), "release": str(release)})
     runner = Runner(runner_app, RunnerOptions(concurrency=1, poll_seconds=0.05, grace_seconds=5))
@@ -216,18 +218,21 @@ def test_shutdown_releases_a_task_whose_thread_gave_it_up_early(
     thread.start()
     try:
         wait_until(lambda: log.exists() and "start" in log.read_text(), what="start")
-        runner._on_lost()  # what the heartbeat thread does after failing for most of the lease
-        wait_until(lambda: runner.idle or not runner._running, what="the thread to give up")
+        runner.liveness._stop.set()  # the heartbeat thread stalls...
+        runner.liveness.last_beat -= runner.liveness.lease_seconds  # ...for most of the lease
+        wait_until(lambda: runner_app.get(held.id).status is Status.PENDING, what="the claim back")
+        time.sleep(0.5)  # several fetch loops: none may claim while the lease is not held
+        again = runner_app.get(held.id)
+        assert again.status is Status.PENDING, again
+        assert again.attempts == 0  # the attempt it could not finish is not counted
+        assert again.message is not None
+        assert "lost its lease while running it" in again.message
+        assert log.read_text().count("start") == 1
+        assert runner_app.store.running_task_ids() == []
     finally:
         runner.request_stop()
         thread.join(timeout=30)
     assert not thread.is_alive()
-    again = runner_app.get(held.id)
-    assert again.status is Status.PENDING, again
-    assert again.attempts == 0
-    assert again.message is not None
-    assert "shut down before it finished" in again.message
-    assert runner_app.store.running_task_ids() == []
 
 
 def _drop_connections(db_url: str) -> int:

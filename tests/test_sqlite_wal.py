@@ -55,12 +55,12 @@ def test_a_runner_resets_a_wal_that_a_reader_held_back(
     runner = Runner(app, RunnerOptions(concurrency=1))
     caplog.set_level(logging.INFO, logger="stask.db")
 
-    runner.liveness.tick()  # the reader still holds its snapshot: checkpointed, not reset
+    runner.tick()  # the reader still holds its snapshot: checkpointed, not reset
     assert wal_of(app).stat().st_size >= grown
     assert "readers still used it" in caplog.text
 
     reader.execute("COMMIT")
-    runner.liveness.tick()
+    runner.tick()
     assert wal_of(app).stat().st_size == 0
     assert "checkpointed and truncated" in caplog.text
     assert app.count() == created  # everything the WAL held is in the database file

@@ -27,7 +27,7 @@ from stask.db.rows import NEW_TASK_COLUMNS, NewTask, Outcome
 from stask.db.store import Store
 from stask.db.tables import tasks
 from stask.errors import InvalidState, TaskNotFound, ValidationError
-from stask.models import Priority, Task, utcnow
+from stask.models import Claim, Priority, Task, utcnow
 
 NODE = "node-a"
 OTHER = "node-b"
@@ -40,6 +40,16 @@ CLAIM_BATCH = 3
 
 def ids(found: Sequence[Task]) -> list[int]:
     return [task.id for task in found]
+
+
+def holding(app: Stask, task_id: int) -> Claim:
+    """The claim that holds the task now."""
+    return app.get(task_id).claim
+
+
+def stranger(task_id: int) -> Claim:
+    """A claim that does not hold the task: another node's, or one that was taken back."""
+    return Claim(task_id, "not-its-claim")
 
 
 def claim_ids(store: Store, limit: int = 100, **kwargs: Any) -> list[int]:
@@ -58,7 +68,7 @@ def finished(app: Stask, outcome: Outcome = DONE) -> int:
     """A task that ran on NODE and ended with ``outcome``."""
     task = app.create("inventory", "sync_stock")
     assert claim_ids(app.store, identifiers=["inventory"]) == [task.id]
-    assert app.store.finish(task.id, NODE, outcome)
+    assert app.store.finish(holding(app, task.id), outcome)
     return task.id
 
 
@@ -246,17 +256,17 @@ def test_finish_is_refused_unless_the_node_holds_the_task(app: Stask) -> None:
     assert claim_ids(app.store) == [task_id]
     running = app.get(task_id)
 
-    assert app.store.finish(task_id, OTHER, DONE) is False
+    assert app.store.finish(stranger(task_id), DONE) is False
     assert app.get(task_id) == running
 
-    assert app.store.finish(task_id, NODE, DONE) is True
+    assert app.store.finish(holding(app, task_id), DONE) is True
     done = app.get(task_id)
     assert done.status is Status.COMPLETED
     assert (done.result, done.message, done.progress) == ({"ok": True}, "done", 100)
     assert done.finished_at is not None
 
     late = Outcome(status=Status.FAILED, error="late", message="late")
-    assert app.store.finish(task_id, NODE, late) is False
+    assert app.store.finish(holding(app, task_id), late) is False
     assert app.get(task_id) == done
 
 
@@ -292,7 +302,11 @@ def test_a_batch_of_outcomes_is_one_statement_and_keeps_every_value(app: Stask) 
         for n, (task_id, result) in enumerate(zip(task_ids, results, strict=True))
     ]
     outcomes.append((task_ids[-1] + 999, DONE))  # unknown id: ignored
-    outcomes.append((lost, DONE))  # held by another node: refused
+    outcomes.append((lost, DONE))  # held by another node's claim: refused
+    claims = [
+        (holding(app, task_id) if task_id in task_ids else stranger(task_id), outcome)
+        for task_id, outcome in outcomes
+    ]
     statements: list[str] = []
 
     def record(*args: object) -> None:
@@ -300,7 +314,7 @@ def test_a_batch_of_outcomes_is_one_statement_and_keeps_every_value(app: Stask) 
 
     event.listen(app.store.engine, "before_cursor_execute", record)
     try:
-        accepted = app.store.finish_many(NODE, outcomes)
+        accepted = app.store.finish_many(claims)
     finally:
         event.remove(app.store.engine, "before_cursor_execute", record)
     assert accepted == set(task_ids)
@@ -320,18 +334,20 @@ def test_progress_is_fenced_and_reports_cancellation(app: Stask) -> None:
     assert claim_ids(app.store) == [task_id]
     running = app.get(task_id)
 
-    assert app.store.save_progress(task_id, OTHER, {"progress": 50, "message": "x"}) is None
+    assert app.store.save_progress(stranger(task_id), {"progress": 50, "message": "x"}) is None
     assert app.get(task_id) == running
-    assert app.store.cancel_flag(task_id, OTHER) is None
+    assert app.store.cancel_flag(stranger(task_id)) is None
 
-    assert app.store.save_progress(task_id, NODE, {"progress": 50, "message": "half"}) is False
+    assert (
+        app.store.save_progress(holding(app, task_id), {"progress": 50, "message": "half"}) is False
+    )
     saved = app.get(task_id)
     assert (saved.progress, saved.message) == (50, "half")
-    assert app.store.cancel_flag(task_id, NODE) is False
+    assert app.store.cancel_flag(holding(app, task_id)) is False
 
     app.cancel(task_id)
-    assert app.store.save_progress(task_id, NODE, {"progress": 60}) is True
-    assert app.store.cancel_flag(task_id, NODE) is True
+    assert app.store.save_progress(holding(app, task_id), {"progress": 60}) is True
+    assert app.store.cancel_flag(holding(app, task_id)) is True
     assert app.get(task_id).progress == 60
 
 
@@ -342,9 +358,10 @@ def test_finish_as_pending_requeues_for_a_later_attempt(app: Stask) -> None:
     retry_at = now + 5 * MINUTE
     again = Outcome(status=Status.PENDING, message="retrying", error="boom", retry_at=retry_at)
 
-    assert app.store.finish(task_id, OTHER, again) is False
+    assert app.store.finish(stranger(task_id), again) is False
     assert app.store.queued_count() == 0
-    assert app.store.finish(task_id, NODE, again) is True
+    first = holding(app, task_id)
+    assert app.store.finish(first, again) is True
 
     waiting = app.get(task_id)
     assert waiting.status is Status.PENDING
@@ -355,8 +372,8 @@ def test_finish_as_pending_requeues_for_a_later_attempt(app: Stask) -> None:
 
     [claimed] = app.store.claim(OTHER, ["inventory"], 5, now=retry_at)
     assert (claimed.id, claimed.attempts, claimed.locked_by) == (task_id, 2, OTHER)
-    assert app.store.finish(task_id, NODE, DONE) is False
-    assert app.store.finish(task_id, OTHER, DONE) is True
+    assert app.store.finish(first, DONE) is False  # the first claim's fence is gone
+    assert app.store.finish(claimed.claim, DONE) is True
 
 
 # -- creating --------------------------------------------------------------------------------
@@ -483,7 +500,7 @@ def test_cancel_running_task_only_flags_it(app: Stask) -> None:
 
     assert flagged.status is Status.RUNNING
     assert (flagged.cancel_requested, flagged.locked_by, flagged.finished_at) == (True, NODE, None)
-    assert app.store.finish(task_id, NODE, Outcome(status=Status.CANCELLED)) is True
+    assert app.store.finish(holding(app, task_id), Outcome(status=Status.CANCELLED)) is True
 
 
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
@@ -499,7 +516,7 @@ def test_cancel_finished_task_is_invalid(app: Stask, status: Status) -> None:
 def test_retry_requeues_failed_and_cancelled_tasks(app: Stask) -> None:
     failed = app.create("inventory", "sync_stock", max_attempts=1).id
     assert claim_ids(app.store) == [failed]
-    assert app.store.finish(failed, NODE, Outcome(status=Status.FAILED, error="Traceback"))
+    assert app.store.finish(holding(app, failed), Outcome(status=Status.FAILED, error="Traceback"))
     cancelled = app.create("mailer", "send").id
     app.cancel(cancelled)
 
@@ -658,7 +675,7 @@ def history(app: Stask) -> dict[str, list[int]]:
     mail = [app.create("mailer", "send").id for _ in range(3)]
     assert claim_ids(app.store, limit=2, identifiers=["inventory"]) == stock[:2]
     for task_id in stock[:2]:
-        assert app.store.finish(task_id, NODE, DONE)
+        assert app.store.finish(holding(app, task_id), DONE)
     app.cancel(mail[0])
     return {"stock": stock, "mail": mail, "all": stock + mail}
 
@@ -791,7 +808,7 @@ def test_record_and_claim_records_fenced_outcomes_and_claims_in_one_transaction(
     waiting = app.create_many([("inventory", "sync_stock")] * 3)
 
     claimed, recorded = app.store.record_and_claim(
-        NODE, ["inventory"], 2, finished=[(first, DONE), (stolen, DONE)]
+        NODE, ["inventory"], 2, finished=[(holding(app, first), DONE), (stranger(stolen), DONE)]
     )
     assert recorded == {first}  # the other node's task keeps running: the fence held
     assert ids(claimed) == waiting[:2]
@@ -800,7 +817,7 @@ def test_record_and_claim_records_fenced_outcomes_and_claims_in_one_transaction(
     assert app.store.running_task_ids(NODE) == waiting[:2]
     # Nothing to claim: the outcomes are still recorded.
     claimed, recorded = app.store.record_and_claim(
-        NODE, ["inventory"], 0, finished=[(waiting[0], DONE)]
+        NODE, ["inventory"], 0, finished=[(holding(app, waiting[0]), DONE)]
     )
     assert (claimed, recorded) == ([], {waiting[0]})
     assert app.get(waiting[0]).status is Status.COMPLETED
@@ -825,7 +842,7 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
     event.listen(app.store.engine, "before_cursor_execute", record)
     try:
         claimed, recorded = app.store.record_and_claim(
-            NODE, WORKERS, 5, finished=[(first, DONE), (other, DONE)]
+            NODE, WORKERS, 5, finished=[(holding(app, first), DONE), (stranger(other), DONE)]
         )
     finally:
         event.remove(app.store.engine, "before_cursor_execute", record)
@@ -855,12 +872,12 @@ def test_postgresql_plans_a_runners_turn_once(app: Stask, dialect: str) -> None:
         app.create_many([("inventory", "sync_stock")] * 3000)
         with app.store.engine.begin() as conn:
             conn.execute(text("ANALYZE s_queue, s_tasks"))
-        held: list[int] = []
+        held: list[Task] = []
         for _ in range(30):  # psycopg prepares at the 6th; then 5 custom plans, then generic
             claimed, _recorded = store.record_and_claim(
-                NODE, WORKERS, 2, finished=[(task_id, DONE) for task_id in held]
+                NODE, WORKERS, 2, finished=[(task.claim, DONE) for task in held]
             )
-            held = ids(claimed)
+            held = claimed
         assert held, "the queue ran dry before the last turn"
         with store.engine.connect() as conn:
             plans = conn.execute(

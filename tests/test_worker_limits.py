@@ -49,7 +49,7 @@ def test_rate_limit_counts_the_workers_starts_within_the_period(app: Stask) -> N
     first = claim(app.store, now=t0)
     assert identifiers(first) == ["inventory"] * 3 + ["mailer"] * 4
     for task in first:
-        assert app.store.finish(task.id, NODE, DONE)
+        assert app.store.finish(task.claim, DONE)
     assert claim(app.store, now=t0 + dt.timedelta(seconds=30)) == [], "finishing frees no rate"
     assert claim(app.store, now=t0 + dt.timedelta(seconds=59)) == []
     again = claim(app.store, now=t0 + dt.timedelta(seconds=60))
@@ -85,7 +85,7 @@ def test_worker_and_queue_limits_together_take_the_smaller_room(app: Stask) -> N
     first = claim(app.store)
     assert identifiers(first) == ["inventory"] + ["mailer"] * 3, "the queue's 4, one inventory"
     for task in first:
-        assert app.store.finish(task.id, NODE, DONE)
+        assert app.store.finish(task.claim, DONE)
     assert identifiers(claim(app.store)) == ["mailer"] * 3, "inventory's hour is used up"
 
 
@@ -108,7 +108,7 @@ def test_rate_limit_holds_across_concurrent_claimers(
             taken += [task.id for task in batch]
             idle = 0 if batch else idle + 1
             if batch:
-                store.finish_many(node, [(task.id, DONE) for task in batch])
+                store.finish_many([(task.claim, DONE) for task in batch])
             time.sleep(0.005)
         return taken
 

@@ -93,6 +93,14 @@ class DatabaseUnavailable(DatabaseError):
     """Cannot connect to the database - check STASK_DATABASE_URL and that the server is running."""
 
 
+class DatabaseConflict(DatabaseError):
+    """The database aborted the transaction as a deadlock victim or after a lock wait timeout -
+    stask ran it again and it kept conflicting; try again, and look for long transactions that
+    hold stask's rows."""
+
+    http_status = 503
+
+
 class SchemaMissing(DatabaseError):
     """The database has no stask tables - run `stask migrate` first."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from stask.errors import ValidationError
 
@@ -88,6 +88,15 @@ _PRIORITY_WEIGHTS = {Priority.HIGH: 1, Priority.NORMAL: 5, Priority.LOW: 10}
 _PRIORITY_BY_WEIGHT = {weight: p for p, weight in _PRIORITY_WEIGHTS.items()}
 
 
+class Claim(NamedTuple):
+    """One claim of one task: the id and the token its claim wrote. Every write the attempt
+    makes (start, progress, logs, outcome) is fenced by both, so a claim that was rescued,
+    cancelled or claimed again elsewhere can no longer write."""
+
+    id: int
+    token: str
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
 
@@ -126,6 +135,13 @@ class Task:
     peak_memory: int | None
     timeout_seconds: float | None = None
     expires_at: dt.datetime | None = None
+    # Written by the claim that holds the task; every write of that attempt is fenced by it.
+    claim_token: str | None = None
+
+    @property
+    def claim(self) -> Claim:
+        """The fence of this claim's writes (only meaningful for a task a runner holds)."""
+        return Claim(self.id, self.claim_token or "")
 
     @property
     def is_finished(self) -> bool:
@@ -147,6 +163,7 @@ class Task:
 
     def to_dict(self) -> JSONDict:
         data = asdict(self)
+        del data["claim_token"]  # the runner's fence, not the task's data
         data["status"] = self.status.value
         data["status_code"] = self.status.code
         data["display_status"] = self.display_status

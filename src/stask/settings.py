@@ -76,6 +76,25 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _Invalid("Input should be a valid integer")
+    if isinstance(value, str):
+        try:
+            number = int(value.strip().replace("_", ""))
+        except ValueError:
+            raise _Invalid("Input should be a valid integer, unable to parse string") from None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise _Invalid("Input should be a valid integer")
+    if number < 1:
+        raise _Invalid("Input should be greater than 0")
+    return number
+
+
 def _module_list(value: Any) -> list[str]:
     """A list of names; a string is split on commas (``STASK_WORKERS=a.workers,b.workers``)."""
     if isinstance(value, str):
@@ -104,6 +123,13 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Callable[[], Any]]] = {
     "default_queue": (_string, lambda: "default"),
     "lease_seconds": (_positive_float, lambda: 30.0),
     "heartbeat_seconds": (_positive_float, lambda: 5.0),
+    # Size limits of what callers and tasks hand to stask (bytes of UTF-8 / of JSON text).
+    "max_options_bytes": (_positive_int, lambda: 1024 * 1024),
+    "max_result_bytes": (_positive_int, lambda: 4 * 1024 * 1024),
+    "max_message_bytes": (_positive_int, lambda: 16 * 1024),
+    "max_log_context_bytes": (_positive_int, lambda: 64 * 1024),
+    # The most times one task runs in all, snoozes (`raise Retry`) included.
+    "max_runs": (_positive_int, lambda: 100),
 }
 
 
@@ -122,6 +148,11 @@ class Settings:
     default_queue: str
     lease_seconds: float
     heartbeat_seconds: float
+    max_options_bytes: int
+    max_result_bytes: int
+    max_message_bytes: int
+    max_log_context_bytes: int
+    max_runs: int
 
     def __init__(self, **values: Any) -> None:
         from_file = _read_toml(config_file_path())

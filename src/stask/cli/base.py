@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from gettext import gettext as _
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
 import click
@@ -153,28 +154,110 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def parse_value(raw: str) -> Any:
-    """JSON when it parses (numbers, booleans, null, lists, objects), else the plain string."""
+JSON_STARTS = ("[", "{", '"')  # a value starting so is meant as JSON: it must parse
+FILE_PREFIX = "@"  # KEY=@path.json reads the value from a JSON file
+OPTION_HINT = "'-o' / '--option'"
+
+
+def _strict_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(raw: str) -> Any:
+    """Strict JSON: NaN and Infinity are refused (no database stores them in a JSON column)."""
+    return json.loads(raw, parse_constant=_strict_constant)
+
+
+def parse_value(raw: str, key: str, *, what: str = "option") -> Any:
+    """One command-line value: JSON when it parses (numbers, booleans, null), else plain text.
+
+    A value starting with ``[``, ``{`` or ``"`` is meant as JSON and must parse; ``@path`` reads
+    the value from a JSON file. Raises click.UsageError naming ``what`` ``key`` and the fix.
+    """
+    if raw.startswith(FILE_PREFIX):
+        return _read_json_file(raw[len(FILE_PREFIX) :], key, what)
     try:
-        return json.loads(raw)
-    except ValueError:
+        return _loads(raw)
+    except ValueError as err:
+        if raw.lstrip().startswith(JSON_STARTS):
+            raise _usage_error(
+                f"{what} {key}: {_shorten(raw)} is not valid JSON ({err}) - fix it, or quote "
+                'it as a JSON string ("...") if you mean text'
+            ) from None
         return raw
 
 
+def _read_json_file(name: str, key: str, what: str) -> Any:
+    if not name:
+        raise _usage_error(
+            f"{what} {key}: give a JSON file after @ (e.g. @values.json), or quote a text "
+            'starting with @ as a JSON string ("@...")'
+        )
+    path = Path(name).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise _usage_error(
+            f"{what} {key}: cannot read {str(path)!r} ({reason}) - give the path of a JSON "
+            'file, or quote a text starting with @ as a JSON string ("@...")'
+        ) from None
+    except UnicodeDecodeError as err:
+        raise _usage_error(
+            f"{what} {key}: {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    try:
+        return _loads(text)
+    except ValueError as err:
+        raise _usage_error(
+            f"{what} {key}: {str(path)!r} is not valid JSON ({err}) - fix the file"
+        ) from None
+
+
+def _usage_error(message: str) -> click.UsageError:
+    """A usage error of the running command (so its message points at its --help)."""
+    return click.UsageError(message, ctx=click.get_current_context(silent=True))
+
+
+def _shorten(raw: str, limit: int = 60) -> str:
+    return repr(raw if len(raw) <= limit else raw[: limit - 3] + "...")
+
+
 def parse_pairs(pairs: Sequence[str]) -> JSONDict:
-    """``-o key=value`` pairs; dotted keys nest (``-o filters.active=true``)."""
+    """``-o key=value`` pairs; dotted keys nest (``-o filters.active=true``).
+
+    Every pair is checked before anything is returned; a key given twice, or both a key and a
+    key under it (``-o a=1 -o a.b=2``), is an error naming both pairs.
+    """
     options: JSONDict = {}
+    given: dict[tuple[str, ...], str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(
                 f"{pair!r} is not key=value (e.g. -o file=products.csv -o rows=100)",
-                param_hint="'-o' / '--option'",
+                param_hint=OPTION_HINT,
             )
+        parts = tuple(key.split("."))
+        for earlier, earlier_pair in given.items():
+            if parts == earlier:
+                raise _usage_error(
+                    f"option {key} is given twice ({earlier_pair!r} and {pair!r}) - give it once"
+                )
+            shorter, longer = sorted((parts, earlier), key=len)
+            if longer[: len(shorter)] == shorter:
+                outer, inner = ".".join(shorter), ".".join(longer)
+                raise _usage_error(
+                    f"options {earlier_pair!r} and {pair!r} conflict: {outer} would replace "
+                    f"{inner} - give either {outer} or the keys under it"
+                )
+        value = parse_value(raw, key)
         try:
-            options = set_path(options, key.strip(), parse_value(raw))
+            options = set_path(options, key, value)
         except StaskError as err:
-            raise click.BadParameter(err.message, param_hint="'-o' / '--option'") from err
+            raise click.BadParameter(err.message, param_hint=OPTION_HINT) from err
+        given[parts] = pair
     return options
 
 

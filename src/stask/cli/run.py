@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 import click
@@ -12,7 +11,12 @@ from rich.text import Text
 
 from stask.cli.base import echo_json, pass_app
 from stask.cli.render import tasks_table
-from stask.cli.worker import concurrency_option, poll_option
+from stask.cli.worker import (
+    concurrency_option,
+    grace_option,
+    install_stop_handlers,
+    poll_option,
+)
 from stask.core.facade import Stask
 from stask.models import Status, Task
 from stask.runner import Runner, RunnerOptions
@@ -50,7 +54,7 @@ def _warn_without_workers(app: Stask) -> None:
         )
 
 
-def _board(app: Stask, width: int) -> RenderableType:
+def _board(app: Stask, width: int, note: str = "") -> RenderableType:
     """Running tasks, then the next pending ones, then the latest finished."""
     running = app.list(status=[Status.RUNNING, Status.PREPARING], limit=20)
     pending = sorted(
@@ -67,18 +71,32 @@ def _board(app: Stask, width: int) -> RenderableType:
             for name in ("pending", "running", "completed", "failed", "cancelled", "total")
         )
     )
-    return Group(summary, tasks_table(shown, title="stask", width=width))
+    table = tasks_table(shown, title="stask", width=width)
+    return Group(summary, table, Text(note, style="bold yellow")) if note else Group(summary, table)
 
 
 @click.command()
 @concurrency_option
+@grace_option
 @poll_option
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is due or running.")
 @pass_app
-def run(app: Stask, concurrency: int, poll: float, until_idle: bool) -> None:
+def run(app: Stask, concurrency: int, grace: float, poll: float, until_idle: bool) -> None:
     """Run the task runner here with a live progress table. Ctrl-C stops it gracefully."""
     _warn_without_workers(app)
-    runner = Runner(app, RunnerOptions(concurrency=concurrency, poll_seconds=poll))
+    options = RunnerOptions(concurrency=concurrency, poll_seconds=poll, grace_seconds=grace)
+    options.validate()
+    runner = Runner(app, options)
+    console = Console()
+
+    def show_cursor() -> None:  # Live hides it; a second Ctrl-C exits without Live's cleanup
+        if console.is_terminal:
+            console.file.write("\x1b[?25h")
+            console.file.flush()
+
+    # As `stask worker`: the first SIGINT/SIGTERM stops claiming and lets running tasks
+    # finish within the grace period, a second one exits at once.
+    install_stop_handlers(runner, before_exit=show_cursor)
     failure: list[BaseException] = []
 
     def work() -> None:
@@ -89,21 +107,19 @@ def run(app: Stask, concurrency: int, poll: float, until_idle: bool) -> None:
 
     thread = threading.Thread(target=work, name="stask-run", daemon=True)
     thread.start()
-    console = Console()
-    try:
-        with Live(_board(app, console.width), console=console, refresh_per_second=4) as live:
-            while thread.is_alive():
-                thread.join(REFRESH_SECONDS)
-                live.update(_board(app, console.width))
-                if until_idle and runner.idle and app.stats()["running"] == 0:
-                    runner.request_stop()
-    except KeyboardInterrupt:
-        console.print("Stopping: letting running tasks finish (Ctrl-C again to abort)...")
-        runner.request_stop()
-        try:
-            thread.join()
-        except KeyboardInterrupt:
-            os._exit(1)
-    thread.join()
+    idle_stop = False
+    with Live(_board(app, console.width), console=console, refresh_per_second=4) as live:
+        while thread.is_alive():
+            thread.join(REFRESH_SECONDS)
+            note = ""
+            if runner.stopping and not idle_stop:
+                note = (
+                    f"Stopping: letting running tasks finish (up to {grace:g} s; "
+                    "Ctrl-C again to exit at once)..."
+                )
+            live.update(_board(app, console.width, note))
+            if until_idle and runner.idle and app.stats()["running"] == 0:
+                idle_stop = True
+                runner.request_stop()
     if failure:
         raise failure[0]

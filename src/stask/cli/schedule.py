@@ -118,7 +118,14 @@ def _raw_schedule(kind: str, frequency: str | None, given: dict[str, Any]) -> JS
 @click.option("--cron", "expression", help="cron: expression, e.g. '*/10 9-17 * * mon-fri'.")
 @click.option("--timezone", help="IANA time zone of the times above (default UTC).")
 @click.option("--action", help="Action to run (default: make, or the worker's only action).")
-@click.option("-o", "--option", "pairs", multiple=True, help="Task option key=value (repeat).")
+@click.option(
+    "-o",
+    "--option",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Task option, as in `stask create -o` (JSON, text or @FILE). Repeatable.",
+)
 @click.option("--disable", is_flag=True, help="Store the schedule but do not fire it.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app

@@ -36,7 +36,11 @@ def migrate(app: Stask) -> None:
     "pairs",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Task option; VALUE is JSON when it parses, else text. Repeatable.",
+    help=(
+        "Task option, repeatable; a.b=1 nests. VALUE is JSON when it parses (300, true), "
+        'else text; a VALUE starting with [, { or " must be valid JSON; KEY=@FILE reads '
+        "the value from a JSON file."
+    ),
 )
 @click.option(
     "--priority",

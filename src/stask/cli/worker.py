@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import click
@@ -15,6 +16,7 @@ from stask.cli.base import pass_app
 from stask.core.facade import Stask
 from stask.runner import Runner, RunnerOptions
 from stask.runner.daemon import default_concurrency
+from stask.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("stask.runner")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -36,6 +38,13 @@ poll_option = click.option(
     show_default=True,
     help="Longest wait between claims when nothing is due.",
 )
+grace_option = click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running tasks get to finish after SIGTERM or Ctrl-C before being requeued.",
+)
 
 
 def configure_logging() -> None:
@@ -46,8 +55,14 @@ def configure_logging() -> None:
     )
 
 
-def install_stop_handlers(runner: Runner) -> None:
-    """First SIGTERM/SIGINT: stop claiming and drain; a second one exits at once."""
+def install_stop_handlers(runner: Runner, *, before_exit: Callable[[], None] | None = None) -> None:
+    """First SIGTERM/SIGINT: stop claiming and drain; a second one exits at once.
+
+    No KeyboardInterrupt is raised: it would land wherever the main thread happens to be
+    (and a ``Thread.join`` it interrupts may return while the thread still runs), so the
+    process could exit with its tasks still running. ``before_exit`` runs just before a
+    second signal's immediate exit (`stask run` restores the terminal there).
+    """
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if runner.stopping:
@@ -55,6 +70,8 @@ def install_stop_handlers(runner: Runner) -> None:
                 "second %s: exiting now; the rescuer recovers held tasks",
                 signal.Signals(signum).name,
             )
+            if before_exit is not None:
+                before_exit()
             os._exit(1)
         log.info(
             "%s: finishing running tasks (grace %.0f s); repeat to exit at once",
@@ -67,9 +84,29 @@ def install_stop_handlers(runner: Runner) -> None:
         signal.signal(signum, handle)
 
 
-def supervise(processes: int, argv: list[str]) -> int:
+def child_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with its effective settings as ``STASK_*`` variables.
+
+    A ``--processes`` child then serves the database, storage and workers its parent resolved
+    (from ``--database-url``, ``--storage``, ``--workers``, the environment or stask.toml),
+    never whatever its own environment would default to. Variables, not arguments: a database
+    password stays out of the process list.
+    """
+    names = {f"{ENV_PREFIX}{name}".lower() for name in settings.to_json()}
+    # Settings reads STASK_* in any letter case: drop every spelling of what is set below.
+    env = {key: value for key, value in os.environ.items() if key.lower() not in names}
+    for name, value in settings.to_json().items():
+        if value is not None:
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            env[f"{ENV_PREFIX}{name}".upper()] = text
+    return env
+
+
+def supervise(processes: int, argv: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``processes`` single-process runners and pass stop signals on to them."""
-    children = [subprocess.Popen([sys.executable, "-m", "stask", *argv]) for _ in range(processes)]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "stask", *argv], env=env) for _ in range(processes)
+    ]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
@@ -104,13 +141,7 @@ def supervise(processes: int, argv: list[str]) -> int:
     default=None,
     help="Extra tasks claimed ahead of free threads (default: the concurrency).",
 )
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds running tasks get to finish after SIGTERM before being requeued.",
-)
+@grace_option
 @poll_option
 @pass_app
 @click.pass_context
@@ -140,7 +171,7 @@ def worker(
             argv += ["-q", queue]
         if prefetch is not None:
             argv += ["--prefetch", str(prefetch)]
-        ctx.exit(supervise(processes, argv))
+        ctx.exit(supervise(processes, argv, child_environment(app.settings)))
     runner = Runner(app, options)
     install_stop_handlers(runner)
     runner.run()

@@ -87,9 +87,13 @@ def deactivate(app: Stask, identifier: str) -> None:
 @click.argument("value", required=False)
 @pass_app
 def config(app: Stask, identifier: str, key: str | None, value: str | None) -> None:
-    """Show all settings, show KEY (dot notation), or set KEY to VALUE (JSON or text)."""
+    """Show all settings, show KEY (dot notation), or set KEY to VALUE.
+
+    VALUE is JSON when it parses (75, true, null), else text; a VALUE starting with [, { or "
+    must be valid JSON, and @FILE reads the value from a JSON file.
+    """
     if value is not None and key is not None:
-        app.set_config(identifier, key, parse_value(value))
+        app.set_config(identifier, key, parse_value(value, key, what="setting"))
         click.echo(f"Set {identifier} {key} = {app.get_config(identifier, key)!r}")
         return
     missing = object()

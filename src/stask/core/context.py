@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from stask.core.values import Limits, check_json
 from stask.errors import DatabaseError, ValidationError
-from stask.models import LOG_LEVELS, JSONDict, Task, utcnow
+from stask.models import LOG_LEVELS, Claim, JSONDict, Task, utcnow
 
 # Progress snapshots reach the database at most this often per task (the final state always does).
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -33,11 +34,12 @@ class TaskTimedOut(BaseException):
 
 
 class ProgressSink(Protocol):
-    """Where a context sends its snapshots and logs; the executor provides it."""
+    """Where a context sends its snapshots and logs, fenced by the attempt's claim; the
+    executor provides it."""
 
-    def save_progress(self, task_id: int, values: Mapping[str, Any]) -> bool | None: ...
+    def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None: ...
 
-    def cancel_requested(self, task_id: int) -> bool | None: ...
+    def cancel_requested(self, claim: Claim) -> bool | None: ...
 
     def write_logs(self, entries: list[JSONDict]) -> None: ...
 
@@ -91,8 +93,11 @@ class TaskContext:
         config: Callable[[str | None, Any], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.task = task
+        self._claim = task.claim
+        self._limits = limits or Limits()
         self._sink = sink
         self._storage = storage
         self._config = config
@@ -185,7 +190,7 @@ class TaskContext:
         elif snap.total > 0:
             snap.percent = min(100, snap.processed * 100 // snap.total)
         if message is not None:
-            snap.message = message if type(message) is str else str(message)
+            snap.message = self._limits.message_text(message, "the progress message")
         now = self._clock()
         if self._deadline is not None or self._abandoned:
             self._check_limits(now)
@@ -223,12 +228,20 @@ class TaskContext:
     def _write_snapshot(self, now: float) -> None:
         snap = self._snapshot
         snap.eta_seconds = self._estimate_eta(now)
-        flag = self._sink.save_progress(self.id, snap.values())
+        flag = self._sink.save_progress(self._claim, snap.values())
         snap.written = (snap.percent, snap.processed, snap.total, snap.message)
         snap.written_at = now
         self._last_cancel_check = now
         self._flush_logs()
         self._react(flag)
+
+    def bind_worker(
+        self, config: Callable[[str | None, Any], Any] | None, timeout: float | None
+    ) -> None:
+        """Attach the worker's config and its timeout, once its instance exists."""
+        self._config = config
+        self.timeout = timeout
+        self._deadline = self._started + timeout if timeout else None
 
     def abandon(self) -> None:
         """This process gave the task up (shutdown): stop at the next checkpoint, record nothing."""
@@ -254,7 +267,7 @@ class TaskContext:
             return
         self._last_cancel_check = now
         self._flush_logs()
-        self._react(self._sink.cancel_requested(self.id))
+        self._react(self._sink.cancel_requested(self._claim))
 
     def final_snapshot(self) -> Snapshot:
         return self._snapshot
@@ -268,23 +281,31 @@ class TaskContext:
 
     def log(self, level: str, message: str, **context: Any) -> None:
         """Add a line to the task's log (``level``: debug, info, warning, error, critical)."""
-        level = level.lower()
-        if level not in LOG_LEVELS:
+        if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
             raise ValidationError(
                 f"unknown log level {level!r} - use one of {', '.join(LOG_LEVELS)}"
             )
-        self.outcome.logs.append(
-            {
-                "task_id": self.id,
-                "ts": utcnow(),
-                "level": level,
-                "message": str(message),
-                "context": context or None,
-            }
-        )
+        text = self._limits.message_text(message, "the log line")
+        if context:
+            # Checked here, so a mistake fails this call and not the runner's batched write.
+            check_json(
+                context, "the log line's context", self._limits.log_context, "max_log_context_bytes"
+            )
+        self.outcome.logs.append(self.log_entry(level.lower(), text, context or None))
         # Lines go out with the next snapshot, or on their own at most every interval.
         if self._clock() - self._logs_flushed_at >= PROGRESS_INTERVAL_SECONDS:
             self._flush_logs()
+
+    def log_entry(self, level: str, message: str, context: JSONDict | None) -> JSONDict:
+        """A log line of this attempt, fenced by its claim when written."""
+        return {
+            "task_id": self.id,
+            "token": self._claim.token,
+            "ts": utcnow(),
+            "level": level,
+            "message": message,
+            "context": context,
+        }
 
     def info(self, message: str, **context: Any) -> None:
         self.log("info", message, **context)
@@ -312,8 +333,11 @@ class TaskContext:
 
     def mark_finished(self, message: str | None = None, result: Any = _KEEP_RETURNED) -> None:
         """Complete the task when the action returns; ``result`` (JSON) replaces what it returns."""
+        text = None if message is None else self._limits.message_text(message)
+        if result is not _KEEP_RETURNED and not isinstance(result, Path):
+            self._limits.result_json(result)
         self.outcome.kind = "finished"
-        self.outcome.message = message
+        self.outcome.message = text
         if result is not _KEEP_RETURNED:
             self.outcome.result = result
             self.outcome.has_result = True
@@ -321,7 +345,7 @@ class TaskContext:
     def mark_failed(self, message: str) -> None:
         """Fail the task when the action returns, without retrying it."""
         self.outcome.kind = "failed"
-        self.outcome.message = message
+        self.outcome.message = self._limits.message_text(message)
 
     # -- files and config ----------------------------------------------------------------------
 

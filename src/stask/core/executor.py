@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
-import json
 import logging
 import resource
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stask.core.context import LeaseLost, TaskCancelled, TaskContext, TaskTimedOut
+from stask.core.context import LeaseLost, TaskCancelled, TaskContext
 from stask.core.isolation import run_coroutine, run_in_child
+from stask.core.values import Limits, storable_text
 from stask.core.worker import BaseWorker
 from stask.db.rows import Outcome
 from stask.db.store import Store
 from stask.errors import DatabaseError, Retry, StaskError
-from stask.models import JSONDict, Status, Task, utcnow
+from stask.models import Claim, JSONDict, Status, Task, utcnow
 
 if TYPE_CHECKING:
     from stask.core.facade import Stask
@@ -30,31 +32,35 @@ log = logging.getLogger("stask.executor")
 ERROR_MESSAGE_LIMIT = 500
 
 
-class StoreSink:
-    """Progress and logs of one node's tasks, written through the store and fenced by node."""
+# Set while a Ctrl-C of the person running `stask run-pending` is being delivered: that
+# KeyboardInterrupt stops the batch; one that task code raises is that attempt's failure.
+INTERRUPTED = threading.Event()
 
-    def __init__(self, store: Store, node_id: str) -> None:
+
+class StoreSink:
+    """Progress and logs of running attempts, written through the store, fenced by claim."""
+
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.node_id = node_id
 
     # A failed snapshot or cancel check must not fail the task: the database may be back by the
     # next checkpoint, and the final state is recorded (with retries) by whoever records outcomes.
-    def save_progress(self, task_id: int, values: Mapping[str, Any]) -> bool | None:
+    def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None:
         try:
-            return self.store.save_progress(task_id, self.node_id, values)
+            return self.store.save_progress(claim, values)
         except DatabaseError as err:
-            log.warning("task %s: progress not saved: %s", task_id, err)
+            log.warning("task %s: progress not saved: %s", claim.id, err)
             return False
 
-    def cancel_requested(self, task_id: int) -> bool | None:
+    def cancel_requested(self, claim: Claim) -> bool | None:
         try:
-            return self.store.cancel_flag(task_id, self.node_id)
+            return self.store.cancel_flag(claim)
         except DatabaseError as err:
-            log.warning("task %s: cancellation not checked: %s", task_id, err)
+            log.warning("task %s: cancellation not checked: %s", claim.id, err)
             return False
 
     def write_logs(self, entries: list[JSONDict]) -> None:
-        self.store.insert_logs(entries)
+        self.store.insert_attempt_logs(entries)
 
 
 def _peak_rss_bytes() -> int:
@@ -63,8 +69,19 @@ def _peak_rss_bytes() -> int:
 
 
 def _error_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text if len(text) <= ERROR_MESSAGE_LIMIT else text[: ERROR_MESSAGE_LIMIT - 1] + "…"
+    try:
+        text = f"{type(exc).__name__}: {exc}".strip()
+    except Exception:  # an exception whose __str__ raises
+        text = type(exc).__name__
+    return storable_text(text, ERROR_MESSAGE_LIMIT)
+
+
+def _traceback(exc: BaseException) -> str:
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # a pathological exception (its __str__ raises, a huge chain)
+        text = _error_line(exc)
+    return storable_text(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,60 +99,100 @@ class Executor:
     def __init__(self, app: Stask, node_id: str) -> None:
         self.app = app
         self.node_id = node_id
-        self.sink = StoreSink(app.store, node_id)
+        self.sink = StoreSink(app.store)
+        self.limits = Limits.of(app.settings)
 
     def run(self, task: Task) -> Status | None:
-        """Run one claimed task and record it; None if another node took it over meanwhile."""
-        finished = self.execute(task)
+        """Run one claimed task and record it; None if it was lost (cancelled before its start,
+        rescued elsewhere). Whatever the task does, this returns (database errors aside)."""
+        begun = self.begin(task)
+        finished = self.execute(begun) if begun is not None else None
         if finished is None:
             return None
-        if task.id not in self.app.store.finish_many(
-            self.node_id, [(task.id, finished.outcome)], finished.logs
-        ):
-            log.warning("task %s: finish refused, another node holds it now", task.id)
+        try:
+            accepted = self.app.store.finish_many([(task.claim, finished.outcome)], finished.logs)
+        except StaskError:
+            raise
+        except Exception as exc:  # a value stask could not write: record why, without them
+            log.warning("task %s: could not record its outcome: %s", task.id, _error_line(exc))
+            accepted = self.app.store.finish_many([(task.claim, unrecordable(exc))])
+        if task.id not in accepted:
+            log.warning("task %s: finish refused, its claim no longer holds it", task.id)
             return None
         return finished.outcome.status
+
+    def begin(self, task: Task) -> Task | None:
+        """The task as its attempt starts: a prefetched one is started now (its attempt counted,
+        its real start recorded). None: its claim lost it meanwhile (cancelled, rescued)."""
+        if task.started_at is not None:
+            return task
+        now = utcnow()
+        attempts = self.app.store.start_attempt(task.claim, now)
+        if attempts is None:
+            return None
+        return dataclasses.replace(task, attempts=attempts, started_at=now)
 
     def execute(
         self, task: Task, on_start: Callable[[TaskContext], None] | None = None
     ) -> Finished | None:
-        """Run one claimed task to its outcome without recording it (the caller batches that).
+        """Run one started task to its outcome without recording it (the caller batches that).
 
         None when the task was lost while running (rescued elsewhere or released at shutdown).
+        Anything else that goes wrong, in the task's code or in stask's around it, is the
+        attempt's failure with its real reason.
         """
         started = time.monotonic()
-        worker = self.app.worker_instance(task.identifier)
-        method = worker.resolve_action(task.action) if worker else None
         context = TaskContext(
             task,
             self.sink,
             self.app.settings.storage,
-            config=worker.get_config if worker else None,
-            timeout=task.timeout_seconds or (worker.timeout if worker else None),
+            timeout=task.timeout_seconds,
+            limits=self.limits,
         )
         if on_start is not None:
             on_start(context)
+        try:
+            outcome = self._attempt(task, context)
+        except LeaseLost:
+            log.warning("task %s: lost to another node while running", task.id)
+            return None
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and INTERRUPTED.is_set():
+                raise
+            log.warning("task %s: stask failed around it: %s", task.id, _error_line(exc))
+            outcome = Outcome(Status.FAILED, message=_error_line(exc), error=_traceback(exc))
+        return self._finished(task, context, outcome, started)
+
+    def _attempt(self, task: Task, context: TaskContext) -> Outcome:
         if task.expires_at is not None and utcnow() > task.expires_at:
-            outcome = Outcome(
+            return Outcome(
                 Status.CANCELLED,
                 message=f"Expired: not started before its deadline "
                 f"{task.expires_at.isoformat(timespec='seconds')} UTC",
             )
-        elif worker is None or method is None:
-            outcome = Outcome(
+        try:
+            worker = self.app.worker_instance(task.identifier)
+            method = worker.resolve_action(task.action) if worker else None
+        except Exception as exc:  # the worker's __init__ (user code) raised
+            failed = WorkerUnavailable(
+                f"worker {task.identifier!r} could not be created: {_error_line(exc)}"
+            )
+            failed.__cause__ = exc
+            return Outcome(Status.FAILED, message=_error_line(failed), error=_traceback(exc))
+        if worker is None or method is None:
+            return Outcome(
                 Status.FAILED,
                 message=f"worker {task.identifier!r} or its action {task.action!r} is not "
                 "available in this process",
             )
-        else:
-            try:
-                if worker.isolation == "process":
-                    outcome = run_in_child(self, task, context, worker)
-                else:
-                    outcome = self.call_action(method, context, task, worker)
-            except LeaseLost:
-                log.warning("task %s: lost to another node while running", task.id)
-                return None
+        context.bind_worker(worker.get_config, task.timeout_seconds or worker.timeout)
+        if worker.isolation == "process":
+            return run_in_child(self, task, context, worker)
+        return self.call_action(method, context, task, worker)
+
+    def _finished(
+        self, task: Task, context: TaskContext, outcome: Outcome, started: float
+    ) -> Finished:
         snap = context.final_snapshot()
         final = Outcome(
             outcome.status,
@@ -148,44 +205,62 @@ class Executor:
             duration_ms=round((time.monotonic() - started) * 1000),
             peak_memory=_peak_rss_bytes(),
             retry_at=outcome.retry_at,
-            refund_attempt=outcome.refund_attempt,
+            snooze=outcome.snooze,
         )
         logs = context.pending_logs()
         if outcome.error and outcome.status in (Status.FAILED, Status.PENDING):
-            logs.append(self._log_entry(task, "error", outcome.message or "failed", outcome.error))
+            logs.append(
+                context.log_entry(
+                    "error",
+                    outcome.message or "failed",
+                    {"attempt": task.attempts, "traceback": outcome.error},
+                )
+            )
         return Finished(task, final, logs)
-
-    def _log_entry(self, task: Task, level: str, message: str, error: str) -> JSONDict:
-        return {
-            "task_id": task.id,
-            "ts": utcnow(),
-            "level": level,
-            "message": message,
-            "context": {"attempt": task.attempts, "traceback": error},
-        }
 
     def call_action(
         self, method: Any, context: TaskContext, task: Task, worker: BaseWorker
     ) -> Outcome:
-        """Call the action in this thread (async ones on the event loop thread)."""
+        """Call the action in this thread (async ones on the event loop thread).
+
+        Whatever it raises, BaseException included, is this attempt's outcome; only losing the
+        task (LeaseLost) and the runner's own Ctrl-C go through."""
         try:
             returned = method(context, dict(task.options))
             if inspect.iscoroutine(returned):
                 returned = run_coroutine(returned)
+        except LeaseLost:
+            raise
         except TaskCancelled:
             return Outcome(Status.CANCELLED, message="Cancelled while running")
         except Retry as snooze:
-            when = utcnow() + dt.timedelta(seconds=max(0.0, snooze.after))
-            return Outcome(Status.PENDING, message=str(snooze), retry_at=when, refund_attempt=True)
-        except TaskTimedOut as timed_out:
-            return self.failure(worker, task, timed_out)
-        except Exception as exc:
+            return self.snoozed(task, snooze)
+        except KeyboardInterrupt as exc:
+            if INTERRUPTED.is_set():
+                raise
+            return self.failure(worker, task, exc)
+        except BaseException as exc:  # SystemExit, RecursionError, MemoryError, ... too
             return self.failure(worker, task, exc)
         return self._success(context, returned)
 
+    def snoozed(self, task: Task, snooze: Retry) -> Outcome:
+        """``raise Retry(after=...)``: run again later as a new attempt, without using up the
+        failure budget, at most ``settings.max_runs`` runs in all."""
+        cap = self.app.settings.max_runs
+        if task.attempts >= cap:
+            return Outcome(
+                Status.FAILED,
+                message=f"Snoozed until it had run {task.attempts} times, the most one task may "
+                "run (the setting max_runs)",
+            )
+        after = snooze.after if snooze.after == snooze.after else 0.0  # NaN: now
+        when = utcnow() + dt.timedelta(seconds=min(max(0.0, after), MAX_SNOOZE_SECONDS))
+        message = storable_text(str(snooze), ERROR_MESSAGE_LIMIT)
+        return Outcome(Status.PENDING, message=message, retry_at=when, snooze=True)
+
     def failure(self, worker: BaseWorker, task: Task, exc: BaseException) -> Outcome:
         """A failed attempt: retry after backoff while attempts remain, else fail."""
-        trace = "".join(traceback.format_exception(exc))
+        trace = _traceback(exc)
         line = _error_line(exc)
         if task.attempts < task.max_attempts:
             delay = worker.backoff(task.attempts)
@@ -206,7 +281,8 @@ class Executor:
         try:
             stored = self._storable_result(result)
         except StaskError as err:
-            return Outcome(Status.FAILED, message=err.message, error=err.message)
+            text = storable_text(err.message)
+            return Outcome(Status.FAILED, message=storable_text(text, 2000), error=text)
         return Outcome(Status.COMPLETED, message=wanted.message or context.message, result=stored)
 
     def _storable_result(self, result: Any) -> Any:
@@ -224,11 +300,22 @@ class Executor:
                 "name": path.name,
                 "size": path.stat().st_size,
             }
-        try:
-            json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as err:
-            raise StaskError(
-                f"the action returned a value that is not JSON ({err}) - return dicts, lists, "
-                "strings, numbers, booleans or None, or a Path to a file under storage"
-            ) from err
+        self.limits.result_json(result)
         return result
+
+
+class WorkerUnavailable(StaskError):
+    """The worker could not be created in this process."""
+
+
+# A snooze longer than this is taken as this (a year): the datetime arithmetic stays in range.
+MAX_SNOOZE_SECONDS = 366 * 86400.0
+
+
+def unrecordable(exc: BaseException) -> Outcome:
+    """The outcome that replaces one stask could not write (its values), saying why."""
+    return Outcome(
+        Status.FAILED,
+        message=f"stask could not record this task's outcome: {_error_line(exc)}",
+        error=_traceback(exc),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -10,20 +11,24 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from stask.core import executor as executor_module
 from stask.core import schedules
 from stask.core.config import deep_merge
 from stask.core.executor import Executor
 from stask.core.liveness import Liveness
 from stask.core.queues import check_limits, check_queue_name, check_until
 from stask.core.registry import Registry, import_class
+from stask.core.values import check_json
 from stask.core.worker import BaseWorker, normalize_action
 from stask.db.dialects import store_for
 from stask.db.engine import build_engine, parse_url, translate_errors
@@ -79,6 +84,45 @@ def check_options(options: Mapping[str, Any] | None) -> JSONDict:
                 "numbers, booleans, None, lists or dicts (convert dates and paths to strings)"
             ) from err
     return dict(options)
+
+
+MAX_TASK_ID = 2**63 - 1  # s_tasks.id is a signed 64-bit integer on every database
+CREATE_FIELDS = (
+    "identifier", "action", "options", "priority", "run_at", "queue", "max_attempts",
+    "started_by", "timeout", "deadline",
+)  # fmt: skip
+STARTED_BY_LENGTH = 100  # s_tasks.started_by
+
+
+def check_task_id(task_id: object) -> int:
+    """A task id as the database can hold it: an int (not a bool) in 1..2**63-1.
+
+    A non-int is a ValidationError; an int out of that range can name no task: TaskNotFound
+    (rather than the driver's overflow error).
+    """
+    if isinstance(task_id, bool) or not isinstance(task_id, int):
+        raise ValidationError(f"a task id must be an int, got {type(task_id).__name__} {task_id!r}")
+    if not 1 <= task_id <= MAX_TASK_ID:
+        raise TaskNotFound(
+            f"no task has id {task_id} (task ids are whole numbers from 1 to {MAX_TASK_ID})"
+        )
+    return task_id
+
+
+def _check_moment(name: str, value: object) -> dt.datetime | None:
+    if value is not None and not isinstance(value, dt.datetime):
+        raise ValidationError(
+            f"{name} must be a datetime (aware, or naive meaning UTC) or None, got "
+            f"{type(value).__name__} {value!r} - parse strings first, e.g. "
+            "datetime.fromisoformat('2026-12-01T09:30:00+00:00')"
+        )
+    return to_utc_naive(value) if value is not None else None
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TASK_ID:
+        raise ValidationError(f"{name} must be a non-negative int, got {value!r}")
+    return value
 
 
 class Stask:
@@ -154,7 +198,7 @@ class Stask:
         # The registry decides what this process runs (by identifier), so a worker it knows is
         # not orphaned even if its stored class path is stale (moved class; rescan updates it).
         cls = self.registry.get(row["identifier"]) or import_class(row["class_path"])
-        defaults = cls(self).settings() if cls is not None else {}
+        defaults = _worker_defaults(self, cls) if cls is not None else {}
         return WorkerInfo(
             id=int(row["id"]),
             identifier=row["identifier"],
@@ -327,7 +371,24 @@ class Stask:
         timeout: float | None = None,
         deadline: dt.datetime | None = None,
     ) -> NewTask:
+        for name, text in (("identifier", identifier), ("action", action)):
+            if not isinstance(text, str):
+                raise ValidationError(
+                    f"{name} must be a string, got {type(text).__name__} {text!r}"
+                )
+        if started_by is not None and (
+            not isinstance(started_by, str) or len(started_by) > STARTED_BY_LENGTH
+        ):
+            raise ValidationError(
+                f"started_by must be a string of at most {STARTED_BY_LENGTH} characters or "
+                f"None, got {started_by!r}"
+            )
+        run_at_utc = _check_moment("run_at", run_at)
+        expires_at = _check_moment("deadline", deadline)
         checked = check_options(options)
+        check_json(
+            checked, "the task's options", self.settings.max_options_bytes, "max_options_bytes"
+        )
         rows = self._worker_rows()
         row = rows.get(identifier)
         if row is None:
@@ -363,11 +424,11 @@ class Stask:
                 if queue is not None
                 else (cls.queue if cls and cls.queue else self.settings.default_queue)
             ),
-            run_at=to_utc_naive(run_at) if run_at is not None else None,
+            run_at=run_at_utc,
             max_attempts=attempts,
             started_by=started_by,
             timeout_seconds=_positive_seconds(timeout),
-            expires_at=to_utc_naive(deadline) if deadline is not None else None,
+            expires_at=expires_at,
         )
 
     def on_enqueue(self, callback: Callable[[], None]) -> None:
@@ -436,38 +497,45 @@ class Stask:
         """
         batch = []
         for index, item in enumerate(items):
-            if isinstance(item, Mapping):
-                fields = dict(item)
-                fields.setdefault("priority", priority)
-                try:
-                    new = self._new_task(
-                        fields.pop("identifier"),
-                        fields.pop("action"),
-                        fields.pop("options", None),
-                        **fields,
-                    )
-                except (KeyError, TypeError) as err:
-                    raise ValidationError(
-                        f"item {index} of create_many is malformed: {err}"
-                    ) from err
-            elif isinstance(item, tuple) and len(item) in (2, 3):
-                options = item[2] if len(item) == 3 else None
-                new = self._new_task(item[0], item[1], options, priority=priority)
-            else:
-                raise ValidationError(
-                    f"item {index} of create_many must be (identifier, action[, options]) or a "
-                    f"dict, got {item!r}"
-                )
-            batch.append(new)
+            try:
+                batch.append(self._create_item(item, priority))
+            except (ValidationError, InvalidState) as err:  # the same error, naming the item
+                raise type(err)(f"item {index} of create_many: {err.message}") from err
         ids = self.store.insert_tasks(batch, connection=connection)
         if connection is None:
             self._enqueued(batch)
         return ids
 
+    def _create_item(self, item: CreateItem, priority: str | Priority) -> NewTask:
+        if isinstance(item, Mapping):
+            unknown = sorted(str(key) for key in item if key not in CREATE_FIELDS)
+            if unknown:
+                raise ValidationError(
+                    f"unknown key(s) {', '.join(map(repr, unknown))} - use "
+                    f"{', '.join(CREATE_FIELDS)}"
+                )
+            missing = [key for key in ("identifier", "action") if key not in item]
+            if missing:
+                raise ValidationError(f"missing key(s) {', '.join(map(repr, missing))}")
+            fields = dict(item)
+            fields.setdefault("priority", priority)
+            return self._new_task(
+                fields.pop("identifier"),
+                fields.pop("action"),
+                fields.pop("options", None),
+                **fields,
+            )
+        if isinstance(item, tuple) and len(item) in (2, 3):
+            options = item[2] if len(item) == 3 else None
+            return self._new_task(item[0], item[1], options, priority=priority)
+        raise ValidationError(
+            f"each item must be (identifier, action[, options]) or a dict, got {item!r}"
+        )
+
     # -- reading tasks -------------------------------------------------------------------------
 
     def get(self, task_id: int) -> Task:
-        task = self.store.get_task(task_id)
+        task = self.store.get_task(check_task_id(task_id))
         if task is None:
             raise TaskNotFound(f"no task has id {task_id}")
         return task
@@ -532,6 +600,7 @@ class Stask:
 
     def result_file(self, task_id: int) -> Path:
         """The downloadable file a task produced."""
+        check_task_id(task_id)
         task = self.get(task_id)
         relative = task.result_file
         if relative is None:
@@ -545,22 +614,22 @@ class Stask:
 
     def cancel(self, task_id: int) -> Task:
         """Cancel a pending task now; ask a running one to stop at its next progress()."""
-        before = self.store.cancel(task_id, "Cancelled")
-        if before is None:
+        check_task_id(task_id)
+        found = self.store.cancel(task_id, "Cancelled before it started")
+        if found is None:
             raise TaskNotFound(f"no task has id {task_id}")
+        before, ended = found
         if before.is_final:
             raise InvalidState(f"task {task_id} is already {before.value}; nothing to cancel")
-        self.log(
-            task_id,
-            "warning",
-            "Cancellation requested"
-            if before is not Status.PENDING
-            else "Cancelled before it started",
-        )
+        # A task a runner holds but has not started yet (prefetched) ends at once, like a
+        # pending one: its runner's start is fenced and finds it gone.
+        message = "Cancelled before it started" if ended else "Cancellation requested"
+        self.log(task_id, "warning", message)
         return self.get(task_id)
 
     def retry(self, task_id: int) -> Task:
         """Queue a failed or cancelled task again."""
+        check_task_id(task_id)
         before = self.store.requeue_finished(task_id)
         if before is None:
             raise TaskNotFound(f"no task has id {task_id}")
@@ -573,6 +642,7 @@ class Stask:
 
     def delete(self, task_id: int) -> None:
         """Delete a task that is not running, with its logs and files."""
+        check_task_id(task_id)
         before = self.store.delete_task(task_id)
         if before is None:
             raise TaskNotFound(f"no task has id {task_id}")
@@ -583,7 +653,8 @@ class Stask:
     # -- running -------------------------------------------------------------------------------
 
     def process_pending(self, batch_size: int = 100) -> int:
-        """Run up to ``batch_size`` due tasks in this process, one claim at a time, in order.
+        """Fire due schedule slots, then run up to ``batch_size`` due tasks in this process,
+        one claim at a time, in order: one cron line (`stask run-pending`) does both.
 
         Claiming one at a time keeps tasks not yet started in the queue, where a higher
         priority task created meanwhile can still go first and another host can take them.
@@ -591,6 +662,7 @@ class Stask:
         if batch_size < 1:
             raise ValidationError(f"batch size must be at least 1, got {batch_size}")
         identifiers = list(self.registry.classes())
+        self.enqueue_due_schedules()  # each slot once, however many hosts run this at once
         executor = Executor(self, self.node_id)
         liveness = Liveness(
             NodeStore(self.store),
@@ -602,12 +674,19 @@ class Stask:
         liveness.start()
         done = 0
         try:
-            while done < batch_size:
-                claimed = self.store.claim(self.node_id, identifiers, 1)
-                if not claimed:
-                    break
-                executor.run(claimed[0])
-                done += 1
+            with ctrl_c_stops_the_batch():
+                while done < batch_size:
+                    claimed = self.store.claim(self.node_id, identifiers, 1)
+                    if not claimed:
+                        break
+                    try:
+                        executor.run(claimed[0])
+                    except KeyboardInterrupt:  # the person's Ctrl-C, not the task's own
+                        NodeStore(self.store).release(
+                            [claimed[0].claim], "Released: run-pending was interrupted"
+                        )
+                        raise
+                    done += 1
         finally:
             liveness.stop()
         liveness.tick()  # once per batch too, however short (failures are logged)
@@ -695,11 +774,28 @@ class Stask:
     # -- logs (the seed's log API) -------------------------------------------------------------
 
     def log(self, task_id: int, level: str, message: str, **context: Any) -> None:
-        level = level.lower()
-        if level not in LOG_LEVELS:
+        """Add a line to an existing task's log (TaskNotFound, and nothing written, if there
+        is no such task)."""
+        check_task_id(task_id)
+        if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
             raise ValidationError(
                 f"unknown log level {level!r} - use one of {', '.join(LOG_LEVELS)}"
             )
+        level = level.lower()
+        if not isinstance(message, str):
+            raise ValidationError(
+                f"a log message must be a string, got {type(message).__name__} {message!r}"
+            )
+        for key, value in context.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise ValidationError(
+                    f"log context {key!r} is not JSON ({type(value).__name__}: {err})"
+                ) from err
+        # Checked, then inserted: a task deleted in between leaves a line clean_old_logs removes.
+        if not self.store.existing_task_ids([task_id]):
+            raise TaskNotFound(f"no task has id {task_id}; nothing was logged")
         self.store.insert_logs(
             [
                 {
@@ -713,15 +809,21 @@ class Stask:
         )
 
     def get_logs(self, task_id: int, *, after_id: int | None = None) -> builtins.list[LogEntry]:
+        check_task_id(task_id)
+        if after_id is not None:
+            _check_count("after_id", after_id)
         return self.store.get_logs(task_id, after_id=after_id)
 
     def get_last_logs(self, task_id: int, count: int = 10) -> builtins.list[LogEntry]:
-        return self.store.get_logs(task_id, last=count)
+        check_task_id(task_id)
+        return self.store.get_logs(task_id, last=_check_count("count", count))
 
     def get_error_logs(self, task_id: int) -> builtins.list[LogEntry]:
+        check_task_id(task_id)
         return self.store.get_logs(task_id, levels=("error", "critical"))
 
     def clear_logs(self, task_id: int) -> int:
+        check_task_id(task_id)
         return self.store.delete_task_logs(task_id)
 
     # -- schedules (stask.core.schedules) ------------------------------------------------------
@@ -771,8 +873,11 @@ class Stask:
                 continue  # another host's worker: its runners fire it
             try:
                 created.extend(self._fire_schedule(info, moment))
-            except StaskError as err:  # one broken schedule must not stop the others
-                log.warning("schedule of worker %s skipped: %s", info.identifier, err.message)
+            except Exception as err:  # one broken schedule or worker must not stop the others
+                reason = (
+                    err.message if isinstance(err, StaskError) else f"{type(err).__name__}: {err}"
+                )
+                log.warning("schedule of worker %s skipped: %s", info.identifier, reason)
         return created
 
     def _fire_schedule(self, info: WorkerInfo, now: dt.datetime) -> builtins.list[int]:
@@ -805,6 +910,40 @@ class Stask:
             missed = "; earlier missed runs were skipped" if due.skipped else ""
             self.log(task_id, "info", f"Scheduled run for {local:%Y-%m-%d %H:%M %Z}{missed}")
         return ids
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_the_batch() -> Iterator[None]:
+    """While a batch runs tasks in this (main) thread, a KeyboardInterrupt that a task raises
+    is that task's failure; one from Ctrl-C (SIGINT) is marked so, and stops the batch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        executor_module.INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        executor_module.INTERRUPTED.clear()
+
+
+def _worker_defaults(app: Stask, cls: type[BaseWorker]) -> JSONDict:
+    """A worker's default settings; {} (logged) when its ``__init__`` or ``settings()`` raise,
+    so one broken worker does not break listing the others or firing their schedules."""
+    try:
+        defaults = cls(app).settings()
+    except Exception as err:
+        log.warning(
+            "worker %s: its settings() failed: %s: %s", cls.__name__, type(err).__name__, err
+        )
+        return {}
+    return dict(defaults) if isinstance(defaults, Mapping) else {}
 
 
 def _positive_seconds(value: float | None) -> float | None:

@@ -68,19 +68,22 @@ def _child_main(
 
     app = Stask(Settings(**settings), use_entry_points=use_entry_points)
     executor = Executor(app, node_id)
-    worker = app.worker_instance(task.identifier)
-    method = worker.resolve_action(task.action) if worker else None
-    context = TaskContext(
-        task, executor.sink, app.settings.storage, config=worker.get_config if worker else None
-    )
+    context = TaskContext(task, executor.sink, app.settings.storage, limits=executor.limits)
     outcome: Outcome | None
-    if worker is None or method is None:
-        outcome = Outcome(Status.FAILED, message=f"worker {task.identifier!r} is not importable")
-    else:
-        try:
+    try:
+        worker = app.worker_instance(task.identifier)
+        method = worker.resolve_action(task.action) if worker else None
+        if worker is None or method is None:
+            outcome = Outcome(
+                Status.FAILED, message=f"worker {task.identifier!r} is not importable"
+            )
+        else:
+            context.bind_worker(worker.get_config, None)  # the parent keeps the timeout
             outcome = executor.call_action(method, context, task, worker)
-        except LeaseLost:
-            outcome = None
+    except LeaseLost:
+        outcome = None
+    except BaseException as exc:  # the worker's __init__ raised: this attempt's failure
+        outcome = Outcome(Status.FAILED, message=f"{type(exc).__name__}: {exc}")
     answer.send((outcome, context.final_snapshot(), context.pending_logs()))
     answer.close()
     app.close()

@@ -22,9 +22,13 @@ log = logging.getLogger("stask.liveness")
 class Liveness:
     """Keeps one node alive in the database while it holds tasks.
 
-    ``on_lost`` is called when heartbeats have failed for most of the lease: the node must
-    assume its tasks are being rescued elsewhere and stop them. ``on_tick`` runs after every
-    heartbeat (the runner fires due schedules there).
+    ``on_lost`` is called when heartbeats have failed for most of the lease, and when the node
+    finds itself declared dead (before it registers again): it must assume its tasks are being
+    rescued elsewhere and give them up. ``on_tick`` runs after every heartbeat; it must not run
+    user code (worker ``__init__`` or ``settings()``), which can hang or raise: the runner runs
+    that on a thread of its own.
+
+    Nothing on this thread may end it: every error is logged and the next beat tries again.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class Liveness:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_beat = time.monotonic()
+        self._lost = False
 
     def start(self) -> None:
         self.nodes.register(self.info)
@@ -77,11 +82,16 @@ class Liveness:
             except StaskError as err:
                 log.warning("could not remove node %s: %s", self.info.id, err)
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the last heartbeat is recent enough that no one may rescue our tasks yet."""
+        return time.monotonic() - self.last_beat <= self.lease_seconds * LOST_FRACTION
+
     def rescue(self) -> None:
         try:
             rescued = self.nodes.rescue_stale(self.lease_seconds)
-        except StaskError as err:
-            log.warning("rescue pass failed: %s", err)
+        except Exception as err:
+            log.warning("rescue pass failed: %s", _describe(err))
             return
         if rescued.requeued or rescued.failed:
             log.warning(
@@ -96,25 +106,51 @@ class Liveness:
     def beat(self) -> None:
         try:
             if not self.nodes.heartbeat(self.info.id):
-                log.warning("node %s was declared dead; registering again", self.info.id)
+                log.warning(
+                    "node %s was declared dead; giving up what it held and registering again",
+                    self.info.id,
+                )
+                self._give_up()
                 self.nodes.register(self.info)
             self.last_beat = time.monotonic()
-        except StaskError as err:
+            self._lost = False
+        except Exception as err:
             silent = time.monotonic() - self.last_beat
-            log.warning("heartbeat failed (%.0f s since the last one): %s", silent, err)
-            if silent > self.lease_seconds * 0.8 and self.on_lost is not None:
-                self.on_lost()
+            log.warning("heartbeat failed (%.0f s since the last one): %s", silent, _describe(err))
+            if not self.healthy and not self._lost:
+                self._lost = True
+                self._give_up()
+
+    def _give_up(self) -> None:
+        if self.on_lost is None:
+            return
+        try:
+            self.on_lost()
+        except Exception:
+            log.exception("giving up the tasks of node %s failed", self.info.id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
-            self.beat()
-            self.rescue()
-            self.tick()
+            try:
+                self.beat()
+                self.rescue()
+                self.tick()
+            except BaseException:  # pragma: no cover - each step catches its own errors
+                log.exception("heartbeat thread error; going on")
 
     def tick(self) -> None:
         if self.on_tick is None:
             return
         try:
             self.on_tick()
-        except StaskError as err:
-            log.warning("periodic work failed: %s", err)
+        except Exception as err:
+            log.warning("periodic work failed: %s", _describe(err))
+
+
+# Past this fraction of the lease without a heartbeat, the node gives its tasks up: other
+# nodes may rescue them once the whole lease has passed.
+LOST_FRACTION = 0.8
+
+
+def _describe(err: Exception) -> str:
+    return err.message if isinstance(err, StaskError) else f"{type(err).__name__}: {err}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -16,9 +18,24 @@ ENTRY_POINT_GROUP = "stask.workers"
 log = logging.getLogger("stask.registry")
 
 
+def import_from_cwd() -> None:
+    """Put the current directory first on ``sys.path`` (once), as ``python -m`` does.
+
+    The ``stask`` console script starts with its own ``bin/`` folder there instead, so
+    ``STASK_WORKERS=myapp.workers`` would not find ``./myapp`` without this.
+    """
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the directory was removed under us: nothing to add
+        return
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def import_class(class_path: str) -> type[BaseWorker] | None:
     """The worker class at ``package.module:Class``, or None if it can no longer be imported."""
     module_name, _, qualname = class_path.partition(":")
+    import_from_cwd()
     try:
         target: object = importlib.import_module(module_name)
     except Exception:  # any import failure makes the worker orphaned, not the caller broken
@@ -47,6 +64,7 @@ def _workers_in(module: ModuleType) -> list[type[BaseWorker]]:
 
 
 def _import_module(name: str, origin: str) -> ModuleType:
+    import_from_cwd()
     try:
         return importlib.import_module(name)
     except ImportError as err:

@@ -27,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from stask.db import wakefile
@@ -41,33 +40,22 @@ from stask.db.rows import (
     RUNNING,
     NewTask,
     Outcome,
+    attempt_fence,
+    attempt_fence_sql,
     final_params,
     task_from_row,
 )
 from stask.db.store import Store
 from stask.db.tables import queue, tasks
 from stask.errors import StaskError
-from stask.models import Task, utcnow
+from stask.models import Claim, Task, utcnow
 
 if TYPE_CHECKING:  # imported where used: a SQLite runner need not load PostgreSQL's dialect
     from sqlalchemy.dialects import postgresql, sqlite
 
-MYSQL_DEADLOCK = 1213
-MYSQL_LOCK_WAIT_TIMEOUT = 1205
-PG_DEADLOCK = "40P01"
-PG_SERIALIZATION_FAILURE = "40001"
-
-
-def _driver_code(err: StaskError) -> Any:
-    """The driver's numeric error code behind a translated error (MySQL drivers), or None."""
-    cause = err.__cause__
-    if isinstance(cause, OperationalError) and cause.orig is not None and cause.orig.args:
-        return cause.orig.args[0]
-    return None
-
-
 _FINAL_COLUMNS = {  # payload field -> SQL type, for the databases that need one
     "id": "BIGINT",
+    "token": "VARCHAR(32)",
     "status": "SMALLINT",
     "message": "TEXT",
     "error": "TEXT",
@@ -97,17 +85,21 @@ def _final_set_clause(target: str, result: str) -> str:
     return ", ".join(f"{target}{name} = {value}" for name, value in values.items())
 
 
-# What a claim sets, as SQL text for the one-statement turns (Store._claim_values is the Core
-# twin used by the general claim: a column added to one belongs in the other).
-_CLAIM_SET = {
-    "status": str(RUNNING),
-    "locked_by": ":node",
-    "locked_at": ":now",
-    "started_at": ":now",
-    "finished_at": "NULL",
-    "attempts": "s_tasks.attempts + 1",
-    "updated_at": ":now",
-}
+def _claim_set(starts: str) -> dict[str, str]:
+    """What a claim sets, as SQL text for the one-statement turns; ``starts`` is true for the
+    rows that start now (the first ``:start`` in claim order), false for prefetched ones.
+    Store._claim_values and Store._start_first are the Core twin used by the general claim:
+    a column added to one belongs in the other."""
+    return {
+        "status": str(RUNNING),
+        "locked_by": ":node",
+        "locked_at": ":now",
+        "claim_token": ":token",
+        "attempts": f"s_tasks.attempts + CASE WHEN {starts} THEN 1 ELSE 0 END",
+        "started_at": f"CASE WHEN {starts} THEN :now END",
+        "finished_at": "NULL",
+        "updated_at": ":now",
+    }
 
 
 def _typed(sql: str) -> TextClause:
@@ -145,10 +137,29 @@ def _sqlite_writer_lock(database: str) -> threading.RLock:
         return _SQLITE_WRITERS.setdefault(database, threading.RLock())
 
 
-class SQLiteStore(Store):
+class _ReturningStore(Store):
+    """Databases whose UPDATE has RETURNING: an attempt's start is one statement."""
+
+    def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
+        at = now or utcnow()
+        stmt = (
+            update(tasks)
+            .where(attempt_fence(claim.id, claim.token), tasks.c.started_at.is_(None))
+            .values(attempts=tasks.c.attempts + 1, started_at=at, updated_at=at)
+            .returning(tasks.c.attempts)
+        )
+        with self._one_statement() as conn:
+            attempts = conn.execute(stmt).scalar_one_or_none()
+        return None if attempts is None else int(attempts)
+
+
+class SQLiteStore(_ReturningStore):
     """One writer at a time: every write transaction is BEGIN IMMEDIATE (see engine.py)."""
 
     dialect = "sqlite"
+
+    def transient(self, err: StaskError) -> bool:
+        return False  # the busy timeout already waited for the writer lock
 
     def __init__(self, engine: Engine, url: URL) -> None:
         super().__init__(engine, url)
@@ -240,9 +251,9 @@ class SQLiteStore(Store):
         + _SQLITE_OUTCOMES
         + ") UPDATE s_tasks SET "
         + _final_set_clause("", "v.result")
-        + " FROM v"
-        " WHERE s_tasks.id = v.id AND s_tasks.locked_by = :node AND s_tasks.status = 50"
-        " RETURNING s_tasks.id"
+        + " FROM v WHERE "
+        + attempt_fence_sql("s_tasks", "v")
+        + " RETURNING s_tasks.id"
     )
 
     def turn_statement(self, served: bool, limit: int) -> TextualSelect:
@@ -257,6 +268,7 @@ class SQLiteStore(Store):
         self,
         conn: Connection,
         node_id: str,
+        token: str,
         identifiers: Sequence[str],
         limit: int,
         scope: QueueScope,
@@ -268,7 +280,7 @@ class SQLiteStore(Store):
         stmt = (
             update(tasks)
             .where(tasks.c.id.in_(picked), tasks.c.status == PENDING)
-            .values(**self._claim_values(node_id, now))
+            .values(**self._claim_values(node_id, token, now))
             .returning(*tasks.c)
         )
         return list(conn.execute(stmt).mappings())
@@ -279,15 +291,10 @@ class SQLiteStore(Store):
         return _insert_skipping_taken(conn, sqlite_insert(tasks), rows)
 
 
-class PostgresStore(Store):
+class PostgresStore(_ReturningStore):
     """SKIP LOCKED claim as one statement: pick, delete from the queue, mark running."""
 
     dialect = "postgresql"
-
-    def transient(self, err: StaskError) -> bool:
-        cause = err.__cause__
-        orig = getattr(cause, "orig", None)
-        return getattr(orig, "sqlstate", None) in (PG_DEADLOCK, PG_SERIALIZATION_FAILURE)
 
     # One UPDATE ... FROM jsonb_to_recordset(...) RETURNING for a whole batch of outcomes.
     finish_final_sql = _typed(
@@ -295,8 +302,9 @@ class PostgresStore(Store):
         + _final_set_clause("", "CAST(v.result AS jsonb)")
         + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v("
         + ", ".join(f"{name} {kind}" for name, kind in _FINAL_COLUMNS.items())
-        + ") WHERE s_tasks.id = v.id AND s_tasks.locked_by = :node AND s_tasks.status = 50"
-        " RETURNING s_tasks.id"
+        + ") WHERE "
+        + attempt_fence_sql("s_tasks", "v")
+        + " RETURNING s_tasks.id"
     )
 
     def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
@@ -352,6 +360,7 @@ class PostgresStore(Store):
         self,
         conn: Connection,
         node_id: str,
+        token: str,
         identifiers: Sequence[str],
         limit: int,
         scope: QueueScope,
@@ -371,8 +380,8 @@ class PostgresStore(Store):
         )
         stmt = (
             update(tasks)
-            .where(tasks.c.id == removed.c.task_id)
-            .values(**self._claim_values(node_id, now))
+            .where(tasks.c.id == removed.c.task_id, tasks.c.status == PENDING)
+            .values(**self._claim_values(node_id, token, now))
             .returning(*tasks.c)
         )
         return list(conn.execute(stmt).mappings())
@@ -400,22 +409,27 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
     (1.2 ms against 0.7 ms in EXPLAIN ANALYZE with 10,000 queued, turns of 8). With the
     limit known, the generic plan is the good one and planning stops.
     """
-    claim_set = ", ".join(f"{name} = {value}" for name, value in _CLAIM_SET.items())
+    claim_set = ", ".join(f"{name} = {value}" for name, value in _claim_set("ranked.go").items())
     columns = ", ".join(f"claimed.{column.name}" for column in tasks.c)
     sql = (
         "WITH fin AS ("
         + PostgresStore.finish_final_sql.text
-        + "), picked AS MATERIALIZED (SELECT task_id FROM s_queue"
+        + "), picked AS MATERIALIZED (SELECT task_id, priority, run_at FROM s_queue"
         " WHERE run_at <= :now AND identifier = ANY(:idents)"
         " AND identifier IN (SELECT identifier FROM s_workers WHERE active)"
         + queue_filter
         + f" ORDER BY priority, run_at, task_id LIMIT {int(limit)}"
         " FOR UPDATE OF s_queue SKIP LOCKED)"
         ", removed AS (DELETE FROM s_queue USING picked WHERE s_queue.task_id = picked.task_id"
-        " RETURNING s_queue.task_id)"
+        " RETURNING s_queue.task_id, s_queue.priority, s_queue.run_at)"
+        # The first :start in claim order start now; the rest are prefetched, not started.
+        ", ranked AS (SELECT task_id, row_number() OVER"
+        " (ORDER BY priority, run_at, task_id) <= :start AS go FROM removed)"
         ", claimed AS (UPDATE s_tasks SET "
         + claim_set
-        + " FROM removed WHERE s_tasks.id = removed.task_id RETURNING s_tasks.*)"
+        + " FROM ranked WHERE s_tasks.id = ranked.task_id AND s_tasks.status = "
+        + str(PENDING)
+        + " RETURNING s_tasks.*)"
         " SELECT ARRAY(SELECT id FROM fin) AS recorded_ids, "
         + columns
         + " FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
@@ -498,25 +512,29 @@ def _sqlite_turn(queue_filter: str) -> TextualSelect:
     name ``u``, so the caller tells the kinds apart by status.
     """
     final = _final_values("s_tasks.", "v.result")
+    claim = _claim_set("u.go")
     sets = ", ".join(
-        f"{name} = CASE WHEN v.id IS NULL THEN {_CLAIM_SET.get(name, 's_tasks.' + name)}"
+        f"{name} = CASE WHEN v.id IS NULL THEN {claim.get(name, 's_tasks.' + name)}"
         f" ELSE {final.get(name, 's_tasks.' + name)} END"
-        for name in dict.fromkeys([*final, *_CLAIM_SET])
+        for name in dict.fromkeys([*final, *claim])
     )
     sql = (
         "WITH v AS MATERIALIZED ("
         + _SQLITE_OUTCOMES
-        + "), picked AS MATERIALIZED (SELECT task_id AS id FROM s_queue"
+        + "), picked AS MATERIALIZED (SELECT task_id AS id, priority, run_at FROM s_queue"
         " WHERE run_at <= :now AND identifier IN :idents"
         " AND identifier IN (SELECT identifier FROM s_workers WHERE active)"
         + queue_filter
         + " ORDER BY priority, run_at, task_id LIMIT :limit)"
-        ", u AS MATERIALIZED (SELECT id FROM v UNION ALL SELECT id FROM picked)"
+        # The first :start in claim order start now; the rest are prefetched, not started.
+        ", u AS MATERIALIZED (SELECT id, 0 AS go FROM v UNION ALL SELECT id, row_number() OVER"
+        " (ORDER BY priority, run_at, id) <= :start AS go FROM picked)"
         " UPDATE s_tasks SET "
         + sets
         + " FROM u LEFT JOIN v ON v.id = u.id WHERE s_tasks.id = u.id AND CASE WHEN v.id IS NULL"
-        f" THEN s_tasks.status = {PENDING} ELSE s_tasks.locked_by = :node"
-        f" AND s_tasks.status = {RUNNING} END RETURNING "
+        f" THEN s_tasks.status = {PENDING} ELSE "
+        + attempt_fence_sql("s_tasks", "v")
+        + " END RETURNING "
         + ", ".join(f"s_tasks.{column.name}" for column in tasks.c)
     )
     turn = _typed(sql).bindparams(bindparam("idents", expanding=True))
@@ -526,6 +544,12 @@ def _sqlite_turn(queue_filter: str) -> TextualSelect:
 
 
 _SQLITE_TURNS = (_sqlite_turn(""), _sqlite_turn(" AND queue IN :queues"))
+
+
+_MYSQL_TYPES = {  # JSON_TABLE column types for the payload's SQL types
+    "TEXT": "LONGTEXT CHARACTER SET utf8mb4",
+    "VARCHAR(32)": "VARCHAR(32) CHARACTER SET utf8mb4",
+}
 
 
 class MySQLStore(Store):
@@ -543,28 +567,28 @@ class MySQLStore(Store):
     _JOINED_FINISH_SQL = _typed(
         "UPDATE s_tasks AS t JOIN JSON_TABLE(:rows, '$[*]' COLUMNS("
         + ", ".join(
-            f"{name} {'LONGTEXT CHARACTER SET utf8mb4' if kind == 'TEXT' else kind} PATH '$.{name}'"
+            f"{name} {_MYSQL_TYPES.get(kind, kind)} PATH '$.{name}'"
             for name, kind in _FINAL_COLUMNS.items()
         )
         + ")) AS v ON t.id = v.id SET "
         + _final_set_clause("t.", "v.result")
-        + " WHERE t.id IN :ids AND t.locked_by = :node AND t.status = 50"
+        + " WHERE t.id IN :ids AND "
+        + attempt_fence_sql("t", "v")
     ).bindparams(bindparam("ids", expanding=True))
 
     def _finish_final(
         self,
         conn: Connection,
-        node_id: str,
-        finished: Sequence[tuple[int, Outcome]],
+        finished: Sequence[tuple[Claim, Outcome]],
         now: dt.datetime,
     ) -> set[int]:
         """Lock the held rows, then one multi-table UPDATE joined to JSON_TABLE(...)."""
-        held = self._held(conn, node_id, [task_id for task_id, _ in finished])
-        mine = [(task_id, outcome) for task_id, outcome in finished if task_id in held]
+        held = self._held(conn, [claim for claim, _ in finished])
+        mine = [(claim, outcome) for claim, outcome in finished if claim.id in held]
         if mine:
             # `t.id IN (...)` keeps InnoDB on the primary key: planned through the status
             # index, the join locked every running row and two finishes deadlocked (1213).
-            params = {**final_params(node_id, mine, now), "ids": sorted(held)}
+            params = {**final_params(mine, now), "ids": sorted(held)}
             conn.execute(self._JOINED_FINISH_SQL, params)
         return held
 
@@ -572,6 +596,7 @@ class MySQLStore(Store):
         self,
         conn: Connection,
         node_id: str,
+        token: str,
         identifiers: Sequence[str],
         limit: int,
         scope: QueueScope,
@@ -583,25 +608,25 @@ class MySQLStore(Store):
             return []
         conn.execute(delete(queue).where(queue.c.task_id.in_(ids)))
         conn.execute(
-            update(tasks).where(tasks.c.id.in_(ids)).values(**self._claim_values(node_id, now))
+            update(tasks)
+            .where(tasks.c.id.in_(ids), tasks.c.status == PENDING)
+            .values(**self._claim_values(node_id, token, now))
         )
-        return list(conn.execute(select(tasks).where(tasks.c.id.in_(ids))).mappings())
+        # Read back only what this claim took: a stale queue row's task is not ours.
+        claimed = select(tasks).where(tasks.c.id.in_(ids), tasks.c.claim_token == token)
+        return list(conn.execute(claimed.where(tasks.c.status == RUNNING)).mappings())
 
-    def transient(self, err: StaskError) -> bool:
-        # InnoDB picks deadlock victims even among SKIP LOCKED claimers on the queue index.
-        return _driver_code(err) in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT)
-
-    def save_progress(self, task_id: int, node_id: str, values: Mapping[str, Any]) -> bool | None:
+    def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None:
         with self.writing() as conn:
             stmt = (
                 update(tasks)
-                .where(self._fence(task_id, node_id))
+                .where(attempt_fence(claim.id, claim.token))
                 .values(updated_at=utcnow(), **values)
             )
             if conn.execute(stmt).rowcount == 0:
                 return None
             flag = conn.execute(
-                select(tasks.c.cancel_requested).where(tasks.c.id == task_id)
+                select(tasks.c.cancel_requested).where(tasks.c.id == claim.id)
             ).scalar_one()
         return bool(flag)
 

@@ -12,7 +12,13 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
 from stask.db.tables import ALL_TABLES
-from stask.errors import ConfigError, DatabaseError, DatabaseUnavailable, SchemaMissing
+from stask.errors import (
+    ConfigError,
+    DatabaseConflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    SchemaMissing,
+)
 
 SUPPORTED = {
     "sqlite": "sqlite:///./storage/stask.db",
@@ -126,6 +132,26 @@ _MISSING_TABLE_MARKERS = ("no such table", "does not exist", "1146", "undefinedt
 _STASK_TABLE = re.compile(rf"\b(?:{'|'.join(table.name for table in ALL_TABLES)})\b")
 
 
+# Transactions the database aborted so that others could go on, not a broken server: MySQL's
+# deadlock and lock wait timeout, PostgreSQL's deadlock, serialization failure and NOWAIT lock.
+_MYSQL_CONFLICTS = frozenset({1213, 1205})
+_PG_CONFLICTS = frozenset({"40P01", "40001", "55P03"})
+
+
+def _conflict(orig: BaseException | None) -> str | None:
+    """What kind of conflict aborted the statement, or None if it was something else."""
+    if orig is None:
+        return None
+    if getattr(orig, "sqlstate", None) in _PG_CONFLICTS:
+        return "deadlock or lock conflict"
+    code = orig.args[0] if orig.args else None
+    if isinstance(code, int) and code in _MYSQL_CONFLICTS:
+        return "deadlock" if code == 1213 else "lock wait timeout"
+    if type(orig).__module__.startswith("sqlite3") and "database is locked" in str(orig):
+        return "another process held the SQLite write lock past the busy timeout"
+    return None
+
+
 @contextlib.contextmanager
 def translate_errors(url: URL | str) -> Iterator[None]:
     """Turn driver exceptions into stask errors that say what to do."""
@@ -139,6 +165,14 @@ def translate_errors(url: URL | str) -> Iterator[None]:
         ) and _STASK_TABLE.search(text):
             raise SchemaMissing(
                 f"the database at {safe_url(url)} has no stask tables - run `stask migrate`"
+            ) from err
+        conflict = _conflict(err.orig)
+        if conflict is not None and not err.connection_invalidated:
+            first_line = str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else ""
+            raise DatabaseConflict(
+                f"the database at {safe_url(url)} aborted the transaction ({conflict}: "
+                f"{first_line}) - try again; if it keeps happening, look for long transactions "
+                "holding stask's rows"
             ) from err
         if err.connection_invalidated or isinstance(err, exc.OperationalError | exc.InterfaceError):
             first_line = str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else ""

@@ -10,13 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import RowMapping, delete, insert, select, update
+from sqlalchemy import Row, RowMapping, case, delete, exists, insert, select, update
 
-from stask.db.rows import PENDING, RUNNING
-from stask.db.store import Store
+from stask.db.rows import PENDING, RUNNING, attempt_fence
+from stask.db.store import Store, held_by
 from stask.db.tables import nodes, task_logs, tasks
-from stask.models import Status, utcnow
+from stask.models import Claim, Status, utcnow
+
+# A running task of a silent node, as rescue_stale reads it.
+_StaleRow = Row[Any, Any, Any, Any, Any, Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class Rescue:
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     dead_nodes: list[str] = field(default_factory=list)
+    # Ended as cancelled: an operator asked to cancel them while their runner was silent.
+    cancelled: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +82,13 @@ class NodeStore:
             return list(conn.execute(select(nodes).order_by(nodes.c.started_at)).mappings())
 
     def rescue_stale(self, lease_seconds: float, now: dt.datetime | None = None) -> Rescue:
-        """Requeue (or fail, when out of attempts) tasks held by nodes silent past the lease.
+        """Take back the tasks held by nodes silent past the lease.
 
-        Each task is taken over with a fenced UPDATE, so two rescuers running at once (any live
-        node runs this) rescue a task once.
+        A task whose cancel was requested ends cancelled; one its node never started goes back
+        to the queue with its attempt unspent; a started one is requeued while attempts remain,
+        else failed. Each task is taken over with an UPDATE fenced by its claim and by its node
+        still being silent, so two rescuers running at once (any live node runs this) rescue a
+        task once, and never one whose node came back meanwhile.
         """
         now = now or utcnow()
         cutoff = now - dt.timedelta(seconds=lease_seconds)
@@ -91,47 +100,70 @@ class NodeStore:
                 conn.execute(select(nodes.c.id).where(nodes.c.heartbeat_at < cutoff)).scalars()
             )
             running = conn.execute(
-                select(tasks.c.id, tasks.c.locked_by, tasks.c.attempts, tasks.c.max_attempts).where(
-                    tasks.c.status == RUNNING, tasks.c.locked_at < cutoff
-                )
+                select(
+                    tasks.c.id,
+                    tasks.c.claim_token,
+                    tasks.c.locked_by,
+                    tasks.c.attempts,
+                    tasks.c.max_attempts,
+                    tasks.c.started_at,
+                    tasks.c.cancel_requested,
+                ).where(tasks.c.status == RUNNING, tasks.c.locked_at < cutoff)
             ).all()
         stale = [row for row in running if row.locked_by not in live]
-        requeued: list[int] = []
-        failed: list[int] = []
+        ended: dict[Status, list[int]] = {s: [] for s in (PENDING_S, FAILED_S, CANCELLED_S)}
         for row in stale:
-            if self._take_over(row.id, row.locked_by, row.attempts < row.max_attempts, now):
-                (requeued if row.attempts < row.max_attempts else failed).append(int(row.id))
+            status = _rescued_status(row)
+            if self._take_over(row, status, cutoff, now):
+                ended[status].append(int(row.id))
         if dead:
             with self.store.writing() as conn:
                 conn.execute(
                     delete(nodes).where(nodes.c.id.in_(dead), nodes.c.heartbeat_at < cutoff)
                 )
-        return Rescue(requeued=requeued, failed=failed, dead_nodes=dead)
+        return Rescue(
+            requeued=ended[PENDING_S],
+            failed=ended[FAILED_S],
+            dead_nodes=dead,
+            cancelled=ended[CANCELLED_S],
+        )
 
-    def _take_over(self, task_id: int, node_id: str, retry: bool, now: dt.datetime) -> bool:
+    def _take_over(
+        self,
+        row: _StaleRow,
+        status: Status,
+        cutoff: dt.datetime,
+        now: Any,
+    ) -> bool:
+        task_id, node_id = int(row.id), str(row.locked_by)
         reason = f"runner {node_id} stopped heartbeating while it held this task"
-        fence = (tasks.c.id == task_id, tasks.c.locked_by == node_id, tasks.c.status == RUNNING)
-        if retry:
-            values = {
-                "status": PENDING,
-                "run_at": now,
-                "locked_by": None,
-                "message": f"Rescued: {reason}; queued again",
-                "error": reason,
-                "updated_at": now,
+        values: dict[str, Any] = {"status": status.code, "updated_at": now}
+        if status is PENDING_S:
+            started = row.started_at is not None
+            values |= {"run_at": now, "locked_by": None}
+            if started:
+                values |= {"message": f"Rescued: {reason}; queued again", "error": reason}
+            else:  # it never started: its attempt is not spent
+                values["message"] = f"Rescued before it started: {reason}; queued again"
+        elif status is CANCELLED_S:
+            values |= {
+                "finished_at": now,
+                "message": f"Cancelled: its cancel was requested and {reason}",
             }
         else:
-            values = {
-                "status": Status.FAILED.code,
+            values |= {
                 "finished_at": now,
                 "message": f"Failed: {reason}, and no attempts are left",
                 "error": reason,
-                "updated_at": now,
             }
+        # The node may have come back since the live set was read: then the task is its own.
+        silent = ~exists().where(nodes.c.id == tasks.c.locked_by, nodes.c.heartbeat_at >= cutoff)
+        fence = attempt_fence(task_id, row.claim_token)
         with self.store.writing() as conn:
-            if conn.execute(update(tasks).where(*fence).values(**values)).rowcount == 0:
+            taken = update(tasks).where(fence, silent).values(**values)
+            if conn.execute(taken).rowcount == 0:
                 return False
-            if retry:
+            if status is PENDING_S:
                 self.store.enqueue_existing(conn, [task_id])
             conn.execute(
                 insert(task_logs).values(
@@ -144,39 +176,61 @@ class NodeStore:
             )
         return True
 
-    def release(self, node_id: str, task_ids: Sequence[int], message: str) -> list[int]:
-        """Give held tasks back to the queue without counting the attempt (shutdown)."""
-        if not task_ids:
+    def release(self, claims: Sequence[Claim], message: str) -> list[int]:
+        """Give held tasks back to the queue without counting their attempt (shutdown, a lost
+        lease); a task whose cancel was requested ends cancelled instead. Fenced by each claim.
+        Returns the ids given back or ended."""
+        if not claims:
             return []
-        return self.store.retrying(lambda: self._release(node_id, task_ids, message))
+        return self.store.retrying(lambda: self._release(claims, message))
 
-    def _release(self, node_id: str, task_ids: Sequence[int], message: str) -> list[int]:
+    def _release(self, claims: Sequence[Claim], message: str) -> list[int]:
         now = utcnow()
         with self.store.writing() as conn:
-            held = [
-                int(i)
-                for i in conn.execute(
-                    select(tasks.c.id)
-                    .where(
-                        tasks.c.id.in_(task_ids),
-                        tasks.c.locked_by == node_id,
-                        tasks.c.status == RUNNING,
-                    )
-                    .with_for_update()
-                ).scalars()
-            ]
-            if held:
+            rows = conn.execute(
+                select(tasks.c.id, tasks.c.cancel_requested)
+                .where(held_by(claims))
+                .with_for_update()
+            ).all()
+            requeue = [int(row.id) for row in rows if not row.cancel_requested]
+            cancel = [int(row.id) for row in rows if row.cancel_requested]
+            if requeue:
                 conn.execute(
                     update(tasks)
-                    .where(tasks.c.id.in_(held), tasks.c.locked_by == node_id)
+                    .where(tasks.c.id.in_(requeue))
                     .values(
+                        # A prefetched task never started: its attempt was never counted.
+                        attempts=tasks.c.attempts
+                        - case((tasks.c.started_at.is_(None), 0), else_=1),
                         status=PENDING,
                         run_at=now,
                         locked_by=None,
-                        attempts=tasks.c.attempts - 1,
                         message=message,
                         updated_at=now,
                     )
                 )
-                self.store.enqueue_existing(conn, held)
-        return held
+                self.store.enqueue_existing(conn, requeue)
+            if cancel:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id.in_(cancel))
+                    .values(
+                        status=Status.CANCELLED.code,
+                        finished_at=now,
+                        message="Cancelled: its cancel was requested before it finished",
+                        updated_at=now,
+                    )
+                )
+        return sorted(requeue + cancel)
+
+
+PENDING_S, FAILED_S, CANCELLED_S = Status.PENDING, Status.FAILED, Status.CANCELLED
+
+
+def _rescued_status(row: _StaleRow) -> Status:
+    """How a rescue ends a task of a silent node."""
+    if row.cancel_requested:
+        return CANCELLED_S
+    if row.attempts < row.max_attempts:  # a prefetched task's attempt was never counted
+        return PENDING_S
+    return FAILED_S

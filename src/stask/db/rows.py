@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_
 from sqlalchemy.sql.elements import ColumnElement
 
 from stask.db.tables import tasks
-from stask.models import JSONDict, LogEntry, Priority, Status, Task
+from stask.models import Claim, JSONDict, LogEntry, Priority, Status, Task
 
 RUNNING = Status.RUNNING.code
 PENDING = Status.PENDING.code
@@ -37,6 +38,19 @@ NEW_TASK_COLUMNS = (
 )
 # What a task's s_queue row copies from it, beside task_id.
 QUEUED_COLUMNS = ("queue", "identifier", "priority", "run_at")
+
+
+# The fence of every write an attempt makes: the claim's own token, and the task still running.
+# One Core clause and one SQL fragment, used by every dialect and every such write.
+def attempt_fence(task_id: Any, token: Any) -> ColumnElement[bool]:
+    """Core: the row of ``task_id`` while the claim that wrote ``token`` still holds it."""
+    return and_(tasks.c.id == task_id, tasks.c.claim_token == token, tasks.c.status == RUNNING)
+
+
+def attempt_fence_sql(task: str, claim: str) -> str:
+    """SQL text of ``attempt_fence`` for batched statements: ``task`` names the s_tasks row,
+    ``claim`` a row with the columns ``id`` and ``token``."""
+    return f"{task}.id = {claim}.id AND {task}.claim_token = {claim}.token AND {task}.status = 50"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +110,9 @@ class Outcome:
     duration_ms: int | None = None
     peak_memory: int | None = None
     retry_at: dt.datetime | None = None
-    # A snooze (`raise Retry(after=...)`) gives back the attempt the claim counted.
-    refund_attempt: bool = False
+    # A snooze (`raise Retry(after=...)`): the run counts as an attempt, and the task gets one
+    # more, so snoozing does not use up its failure budget (bounded by settings.max_runs).
+    snooze: bool = False
 
 
 def in_claim_order(found: list[Task]) -> list[Task]:
@@ -138,6 +153,7 @@ def task_from_row(row: Mapping[Any, Any]) -> Task:
         peak_memory=row["peak_memory"],
         timeout_seconds=row["timeout_seconds"],
         expires_at=row["expires_at"],
+        claim_token=row["claim_token"],
     )
 
 
@@ -152,9 +168,10 @@ def log_from_row(row: Mapping[Any, Any]) -> LogEntry:
     )
 
 
-def outcome_params(task_id: int, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+def outcome_params(claim: Claim, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
     return {
-        "b_id": task_id,
+        "b_id": claim.id,
+        "b_token": claim.token,
         "b_status": outcome.status.code,
         "b_message": outcome.message,
         "b_error": outcome.error,
@@ -165,12 +182,12 @@ def outcome_params(task_id: int, outcome: Outcome, now: dt.datetime) -> dict[str
         "b_duration_ms": outcome.duration_ms,
         "b_peak_memory": outcome.peak_memory,
         "b_run_at": outcome.retry_at or now,
-        "b_refund": 1 if outcome.refund_attempt else 0,
+        "b_extend": 1 if outcome.snooze else 0,
         "b_now": now,
     }
 
 
-def final_payload(finished: Sequence[tuple[int, Outcome]]) -> str:
+def final_payload(finished: Sequence[tuple[Claim, Outcome]]) -> str:
     """Final outcomes as one JSON array for a single batched UPDATE.
 
     ``result`` travels as JSON text (what the result column stores on every database), so a
@@ -179,7 +196,8 @@ def final_payload(finished: Sequence[tuple[int, Outcome]]) -> str:
     return json.dumps(
         [
             {
-                "id": task_id,
+                "id": claim.id,
+                "token": claim.token,
                 "status": outcome.status.code,
                 "message": outcome.message,
                 "error": outcome.error,
@@ -190,13 +208,11 @@ def final_payload(finished: Sequence[tuple[int, Outcome]]) -> str:
                 "duration_ms": outcome.duration_ms,
                 "peak_memory": outcome.peak_memory,
             }
-            for task_id, outcome in finished
+            for claim, outcome in finished
         ]
     )
 
 
-def final_params(
-    node_id: str, finished: Sequence[tuple[int, Outcome]], now: dt.datetime
-) -> dict[str, Any]:
+def final_params(finished: Sequence[tuple[Claim, Outcome]], now: dt.datetime) -> dict[str, Any]:
     """Parameters of a dialect's ``finish_final_sql``."""
-    return {"rows": final_payload(finished), "node": node_id, "now": now}
+    return {"rows": final_payload(finished), "now": now}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import datetime as dt
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -27,6 +29,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import URL
@@ -54,15 +57,16 @@ from stask.db.rows import (
     NewTask,
     Outcome,
     TaskFilter,
+    attempt_fence,
     final_params,
     in_claim_order,
     log_from_row,
     outcome_params,
     task_from_row,
 )
-from stask.db.tables import queue, queue_controls, task_logs, tasks, workers
-from stask.errors import DatabaseError, StaskError
-from stask.models import JSONDict, LogEntry, Status, Task, utcnow
+from stask.db.tables import nodes, queue, queue_controls, task_logs, tasks, workers
+from stask.errors import DatabaseConflict, DatabaseError, StaskError
+from stask.models import Claim, JSONDict, LogEntry, Status, Task, utcnow
 
 if TYPE_CHECKING:
     from stask.db.notify import WakeSource
@@ -77,7 +81,7 @@ def _keep_if_null(name: str) -> Any:
     return func.coalesce(bindparam(f"b_{name}", type_=column.type), column)
 
 
-# Executed with many parameter sets at once; the caller adds the node fence.
+# Executed with many parameter sets at once, each fenced by its claim.
 _FINISH_COMMON: dict[str, Any] = {
     "status": bindparam("b_status"),
     "message": bindparam("b_message"),
@@ -91,7 +95,7 @@ _FINISH_COMMON: dict[str, Any] = {
 }
 _FINISH_FINAL = (
     update(tasks)
-    .where(tasks.c.id == bindparam("b_id"), tasks.c.status == RUNNING)
+    .where(attempt_fence(bindparam("b_id"), bindparam("b_token")))
     .values(
         **_FINISH_COMMON,
         result=bindparam("b_result", type_=tasks.c.result.type),
@@ -101,15 +105,40 @@ _FINISH_FINAL = (
 )
 _FINISH_RETRY = (
     update(tasks)
-    .where(tasks.c.id == bindparam("b_id"), tasks.c.status == RUNNING)
+    .where(attempt_fence(bindparam("b_id"), bindparam("b_token")))
     .values(
         **_FINISH_COMMON,
         run_at=bindparam("b_run_at"),
         locked_by=None,
         eta_seconds=None,
-        attempts=tasks.c.attempts - bindparam("b_refund"),
+        max_attempts=tasks.c.max_attempts + bindparam("b_extend"),
     )
 )
+# An attempt's log lines: written only while its claim still holds the task.
+_ATTEMPT_LOG = insert(task_logs).from_select(
+    ["task_id", "ts", "level", "message", "context"],
+    select(
+        tasks.c.id,
+        bindparam("ts", type_=task_logs.c.ts.type),
+        bindparam("level", type_=task_logs.c.level.type),
+        bindparam("message", type_=task_logs.c.message.type),
+        bindparam("context", type_=task_logs.c.context.type),
+    ).where(attempt_fence(bindparam("task_id"), bindparam("token"))),
+)
+LOG_FIELDS = ("task_id", "ts", "level", "message", "context")
+
+
+def held_by(claims: Sequence[Claim]) -> ColumnElement[bool]:
+    """``attempt_fence`` for many claims at once: the rows they still hold."""
+    return and_(
+        tuple_(tasks.c.id, tasks.c.claim_token).in_([tuple(claim) for claim in claims]),
+        tasks.c.status == RUNNING,
+    )
+
+
+def new_claim_token() -> str:
+    """A token no other claim has: every claim call writes its own."""
+    return secrets.token_hex(8)
 
 
 T = TypeVar("T")
@@ -145,7 +174,7 @@ class Store(abc.ABC):
 
     def transient(self, err: StaskError) -> bool:
         """Whether the database aborted the transaction and asks for it to be run again."""
-        return False
+        return isinstance(err, DatabaseConflict)
 
     def retrying(self, work: Callable[[], T]) -> T:
         """Run ``work`` (one whole transaction) again, with jitter, when it was a deadlock victim.
@@ -367,16 +396,22 @@ class Store(abc.ABC):
         identifiers: Iterable[str],
         limit: int,
         *,
+        start: int | None = None,
         queues: Sequence[str] | None = None,
         now: dt.datetime | None = None,
     ) -> list[Task]:
         """Atomically take up to ``limit`` due tasks, in priority, run_at, id order.
 
         Only tasks of ``identifiers`` (the workers this process can run) whose worker is active
-        are taken. Claimed tasks leave ``s_queue`` and become running, locked by ``node_id``.
-        Paused queues are skipped; each limited queue is taken within its room (db/queues.py).
+        are taken. Claimed tasks leave ``s_queue`` and become running, locked by ``node_id``
+        under a claim token of this call. The first ``start`` of them (default: all) start now:
+        their attempt is counted and ``started_at`` set. The others are prefetched: held, not
+        started, until ``start_attempt``. Paused queues are skipped; each limited queue is taken
+        within its room (db/queues.py).
         """
-        return self.record_and_claim(node_id, identifiers, limit, queues=queues, now=now)[0]
+        return self.record_and_claim(
+            node_id, identifiers, limit, start=start, queues=queues, now=now
+        )[0]
 
     def record_and_claim(
         self,
@@ -384,8 +419,9 @@ class Store(abc.ABC):
         identifiers: Iterable[str],
         limit: int,
         *,
+        start: int | None = None,
         queues: Sequence[str] | None = None,
-        finished: Sequence[tuple[int, Outcome]] = (),
+        finished: Sequence[tuple[Claim, Outcome]] = (),
         logs: Sequence[Mapping[str, Any]] = (),
         now: dt.datetime | None = None,
     ) -> tuple[list[Task], set[int]]:
@@ -395,11 +431,15 @@ class Store(abc.ABC):
         (on SQLite, a commit's fsync) per turn. Returns the claimed tasks and the ids recorded.
         """
         local = sorted(set(identifiers))
+        starting = limit if start is None else max(0, min(start, limit))
         if (limit <= 0 or not local) and not finished and not logs:
             return [], set()
+        token = new_claim_token()
         if limit > 0 and local and not logs and all(o.status.is_final for _, o in finished):
             done = self.retrying(
-                lambda: self._turn_in_one_statement(node_id, local, limit, queues, finished, now)
+                lambda: self._turn_in_one_statement(
+                    node_id, token, local, limit, starting, queues, finished, now
+                )
             )
             if done is not None:
                 return done
@@ -407,11 +447,51 @@ class Store(abc.ABC):
         def work() -> tuple[list[Task], set[int]]:
             with self.writing() as conn:
                 at = now or utcnow()
-                recorded = self._record(conn, node_id, finished, logs, at)
-                claimed = self._claim(conn, node_id, set(local), limit, queues, at) if limit else []
-            return in_claim_order(claimed), recorded
+                recorded = self._record(conn, finished, logs, at)
+                claimed = (
+                    self._claim(conn, node_id, token, set(local), limit, queues, at)
+                    if limit
+                    else []
+                )
+                claimed = self._start_first(conn, in_claim_order(claimed), starting, at)
+            return claimed, recorded
 
         return self.retrying(work)
+
+    def _start_first(
+        self, conn: Connection, claimed: list[Task], count: int, now: dt.datetime
+    ) -> list[Task]:
+        """Start the first ``count`` of tasks the general claim took unstarted."""
+        if not claimed or count <= 0:
+            return claimed
+        ids = [task.id for task in claimed[:count]]
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_(ids))
+            .values(attempts=tasks.c.attempts + 1, started_at=now)
+        )
+        begun = [
+            dataclasses.replace(task, attempts=task.attempts + 1, started_at=now)
+            for task in claimed[:count]
+        ]
+        return begun + claimed[count:]
+
+    def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
+        """Start a prefetched task: count its attempt and record its real start. Returns the
+        attempt number, or None when its claim no longer holds it (cancelled, rescued)."""
+        at = now or utcnow()
+        stmt = (
+            update(tasks)
+            .where(attempt_fence(claim.id, claim.token), tasks.c.started_at.is_(None))
+            .values(attempts=tasks.c.attempts + 1, started_at=at, updated_at=at)
+        )
+        with self.writing() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                return None
+            attempts = conn.execute(
+                select(tasks.c.attempts).where(tasks.c.id == claim.id)
+            ).scalar_one()
+        return int(attempts)
 
     def turn_statement(self, served: bool, limit: int) -> Executable | None:
         """The one-statement turn of a dialect that has one (dialects.py), claiming at most
@@ -422,10 +502,12 @@ class Store(abc.ABC):
     def _turn_in_one_statement(
         self,
         node_id: str,
+        token: str,
         local: list[str],
         limit: int,
+        start: int,
         queues: Sequence[str] | None,
-        finished: Sequence[tuple[int, Outcome]],
+        finished: Sequence[tuple[Claim, Outcome]],
         now: dt.datetime | None,
     ) -> tuple[list[Task], set[int]] | None:
         """The common turn (final outcomes only, no log lines) as one statement; None when
@@ -437,7 +519,14 @@ class Store(abc.ABC):
         with self._one_statement() as conn:
             if not self._plain_turn(conn, local, queues, at):
                 return None
-            params = {**final_params(node_id, finished, at), "idents": local, "limit": limit}
+            params = {
+                **final_params(finished, at),
+                "node": node_id,
+                "token": token,
+                "idents": local,
+                "limit": limit,
+                "start": start,
+            }
             if queues:
                 params["queues"] = list(queues)
             rows = conn.execute(statement, params).mappings().all()
@@ -465,6 +554,7 @@ class Store(abc.ABC):
         self,
         conn: Connection,
         node_id: str,
+        token: str,
         local: set[str],
         limit: int,
         queues: Sequence[str] | None,
@@ -484,7 +574,7 @@ class Store(abc.ABC):
             plan = within_worker_rooms(conn, plan, runnable, rooms, limit, now)
         claimed: list[RowMapping] = []
         for scope, take in plan:
-            claimed += self._claim_rows(conn, node_id, runnable, take, scope, now)
+            claimed += self._claim_rows(conn, node_id, token, runnable, take, scope, now)
         return [task_from_row(row) for row in claimed]
 
     def _claimable(
@@ -506,14 +596,15 @@ class Store(abc.ABC):
         """Names of up to ``cap`` queues that have tasks in ``s_queue``, in name order."""
         return [str(name) for name in conn.execute(self.present_queues_sql, {"cap": cap}).scalars()]
 
-    def _claim_values(self, node_id: str, now: dt.datetime) -> dict[str, Any]:
+    def _claim_values(self, node_id: str, token: str, now: dt.datetime) -> dict[str, Any]:
+        """What the general claim writes: held, not started (``_start_first`` starts them)."""
         return {
             "status": RUNNING,
             "locked_by": node_id,
             "locked_at": now,
-            "started_at": now,
+            "claim_token": token,
+            "started_at": None,
             "finished_at": None,
-            "attempts": tasks.c.attempts + 1,
             "updated_at": now,
         }
 
@@ -522,6 +613,7 @@ class Store(abc.ABC):
         self,
         conn: Connection,
         node_id: str,
+        token: str,
         identifiers: Sequence[str],
         limit: int,
         scope: QueueScope,
@@ -529,78 +621,80 @@ class Store(abc.ABC):
     ) -> list[RowMapping]:
         """Take the rows in one transaction with the dialect's locking (see dialects.py)."""
 
-    def _fence(self, task_id: int, node_id: str) -> ColumnElement[bool]:
-        return and_(tasks.c.id == task_id, tasks.c.locked_by == node_id, tasks.c.status == RUNNING)
-
-    def finish(self, task_id: int, node_id: str, outcome: Outcome) -> bool:
-        """Record how an attempt ended; refused (False) unless ``node_id`` still holds the task."""
-        return task_id in self.finish_many(node_id, [(task_id, outcome)])
+    def finish(self, claim: Claim, outcome: Outcome) -> bool:
+        """Record how an attempt ended; refused (False) unless its claim still holds the task."""
+        return claim.id in self.finish_many([(claim, outcome)])
 
     def finish_many(
         self,
-        node_id: str,
-        finished: Sequence[tuple[int, Outcome]],
+        finished: Sequence[tuple[Claim, Outcome]],
         logs: Sequence[Mapping[str, Any]] = (),
     ) -> set[int]:
-        """Record many attempts' outcomes (and log lines) in one transaction.
+        """Record many attempts' outcomes (and their log lines) in one transaction.
 
-        Fenced: only tasks still running and locked by ``node_id`` are written; the ids written
-        are returned, the others lost their fence (rescued, cancelled, finished elsewhere) and
-        keep what they have. Retries go back into ``s_queue`` in the same transaction.
+        Fenced: only tasks their claim still holds are written; the ids written are returned,
+        the others lost their fence (rescued, cancelled, finished elsewhere) and keep what they
+        have. Log lines (with ``token``) are fenced the same way. Retries go back into
+        ``s_queue`` in the same transaction.
         """
         if not finished and not logs:
             return set()
-        return self.retrying(lambda: self._record_alone(node_id, finished, logs))
+        return self.retrying(lambda: self._record_alone(finished, logs))
 
     def _record_alone(
         self,
-        node_id: str,
-        finished: Sequence[tuple[int, Outcome]],
+        finished: Sequence[tuple[Claim, Outcome]],
         logs: Sequence[Mapping[str, Any]],
     ) -> set[int]:
         with self.writing() as conn:
-            return self._record(conn, node_id, finished, logs, utcnow())
+            return self._record(conn, finished, logs, utcnow())
 
     def _record(
         self,
         conn: Connection,
-        node_id: str,
-        finished: Sequence[tuple[int, Outcome]],
+        finished: Sequence[tuple[Claim, Outcome]],
         logs: Sequence[Mapping[str, Any]],
         now: dt.datetime,
     ) -> set[int]:
-        final = [(task_id, o) for task_id, o in finished if o.status is not Status.PENDING]
-        retried = [(task_id, o) for task_id, o in finished if o.status is Status.PENDING]
+        if logs:  # first: an outcome takes the task out of running, past the log lines' fence
+            self._insert_attempt_logs(conn, logs)
+        final = [(claim, o) for claim, o in finished if o.status is not Status.PENDING]
+        retried = [(claim, o) for claim, o in finished if o.status is Status.PENDING]
         held: set[int] = set()
         if final:
-            held |= self._finish_final(conn, node_id, final, now)
+            held |= self._finish_final(conn, final, now)
         if retried:
-            requeue = self._held(conn, node_id, [task_id for task_id, _ in retried])
-            params = [outcome_params(i, o, now) for i, o in retried if i in requeue]
+            requeue = self._held(conn, [claim for claim, _ in retried])
+            params = [outcome_params(c, o, now) for c, o in retried if c.id in requeue]
             if params:
-                conn.execute(_FINISH_RETRY.where(tasks.c.locked_by == node_id), params)
+                conn.execute(_FINISH_RETRY, params)
                 self.enqueue_existing(conn, sorted(requeue))
             held |= requeue
-        if logs:
-            conn.execute(insert(task_logs), [dict(entry) for entry in logs])
         return held
 
-    def _held(self, conn: Connection, node_id: str, task_ids: Sequence[int]) -> set[int]:
-        """Lock and return those of ``task_ids`` still running under ``node_id``."""
-        stmt = (
-            select(tasks.c.id)
-            .where(
-                tasks.c.id.in_(task_ids), tasks.c.locked_by == node_id, tasks.c.status == RUNNING
-            )
-            .with_for_update()
+    @staticmethod
+    def _insert_attempt_logs(conn: Connection, logs: Sequence[Mapping[str, Any]]) -> None:
+        conn.execute(
+            _ATTEMPT_LOG,
+            [{name: entry[name] for name in (*LOG_FIELDS, "token")} for entry in logs],
         )
+
+    def insert_attempt_logs(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Write log lines of running attempts (each entry names its claim's ``token``); the
+        lines of an attempt whose claim no longer holds its task are refused."""
+        if entries:
+            with self.writing() as conn:
+                self._insert_attempt_logs(conn, entries)
+
+    def _held(self, conn: Connection, claims: Sequence[Claim]) -> set[int]:
+        """Lock and return the ids of those ``claims`` that still hold their task."""
+        stmt = select(tasks.c.id).where(held_by(claims)).with_for_update()
         return {int(i) for i in conn.execute(stmt).scalars()}
 
     def _finish_final(
         self,
         conn: Connection,
-        node_id: str,
-        finished: Sequence[tuple[int, Outcome]],
+        finished: Sequence[tuple[Claim, Outcome]],
         now: dt.datetime,
     ) -> set[int]:
         """Write final outcomes (completed, failed, cancelled) of held tasks; the ids written.
@@ -610,12 +704,12 @@ class Store(abc.ABC):
         update them in one executemany.
         """
         if self.finish_final_sql is not None:
-            result = conn.execute(self.finish_final_sql, final_params(node_id, finished, now))
+            result = conn.execute(self.finish_final_sql, final_params(finished, now))
             return {int(i) for i in result.scalars()}
-        held = self._held(conn, node_id, [task_id for task_id, _ in finished])
-        params = [outcome_params(i, o, now) for i, o in finished if i in held]
+        held = self._held(conn, [claim for claim, _ in finished])
+        params = [outcome_params(c, o, now) for c, o in finished if c.id in held]
         if params:
-            conn.execute(_FINISH_FINAL.where(tasks.c.locked_by == node_id), params)
+            conn.execute(_FINISH_FINAL, params)
         return held
 
     def enqueue_existing(self, conn: Connection, task_ids: Sequence[int]) -> None:
@@ -629,43 +723,57 @@ class Store(abc.ABC):
             )
         )
 
-    def save_progress(self, task_id: int, node_id: str, values: Mapping[str, Any]) -> bool | None:
-        """Write a progress snapshot. None: the node lost the task; else: cancel requested?"""
+    def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None:
+        """Write a progress snapshot. None: the claim lost the task; else: cancel requested?"""
         with self.writing() as conn:
             stmt = (
                 update(tasks)
-                .where(self._fence(task_id, node_id))
+                .where(attempt_fence(claim.id, claim.token))
                 .values(updated_at=utcnow(), **values)
                 .returning(tasks.c.cancel_requested)
             )
             flag = conn.execute(stmt).scalar_one_or_none()
         return None if flag is None else bool(flag)
 
-    def cancel_flag(self, task_id: int, node_id: str) -> bool | None:
-        """Whether cancellation was requested; None if ``node_id`` no longer holds the task."""
+    def cancel_flag(self, claim: Claim) -> bool | None:
+        """Whether cancellation was requested; None if the claim no longer holds the task."""
         with self.reading() as conn:
             flag = conn.execute(
-                select(tasks.c.cancel_requested).where(self._fence(task_id, node_id))
+                select(tasks.c.cancel_requested).where(attempt_fence(claim.id, claim.token))
             ).scalar_one_or_none()
         return None if flag is None else bool(flag)
 
     # -- operator actions --------------------------------------------------------------------
 
-    def cancel(self, task_id: int, message: str) -> Status | None:
-        """Cancel a pending task at once, or flag a running one; returns the status it had."""
+    @staticmethod
+    def _lock_for_operator(conn: Connection, task_id: int) -> RowMapping | None:
+        """Lock a task for an operator action in the claim's order: its s_queue row, then the
+        task row. Taken the other way round, a cancel and a claim deadlocked on MariaDB."""
+        conn.execute(select(queue.c.task_id).where(queue.c.task_id == task_id).with_for_update())
+        stmt = select(
+            tasks.c.status, tasks.c.started_at, tasks.c.attempts, tasks.c.max_attempts
+        ).where(tasks.c.id == task_id)
+        return conn.execute(stmt.with_for_update()).mappings().first()
+
+    def cancel(self, task_id: int, message: str) -> tuple[Status, bool] | None:
+        """Cancel a task: a pending one, or one a runner holds but has not started, at once; a
+        running one is flagged to stop at its next checkpoint. Returns the status it had and
+        whether it is cancelled now (None: no such task)."""
+        return self.retrying(lambda: self._cancel(task_id, message))
+
+    def _cancel(self, task_id: int, message: str) -> tuple[Status, bool] | None:
         now = utcnow()
         with self.writing() as conn:
-            current = conn.execute(
-                select(tasks.c.status).where(tasks.c.id == task_id).with_for_update()
-            ).scalar_one_or_none()
-            if current is None:
+            row = self._lock_for_operator(conn, task_id)
+            if row is None:
                 return None
-            status = Status.from_code(int(current))
-            if status is Status.PENDING:
+            status = Status.from_code(int(row["status"]))
+            unstarted = status is Status.RUNNING and row["started_at"] is None
+            if status is Status.PENDING or unstarted:
                 conn.execute(delete(queue).where(queue.c.task_id == task_id))
                 conn.execute(
                     update(tasks)
-                    .where(tasks.c.id == task_id, tasks.c.status == PENDING)
+                    .where(tasks.c.id == task_id, tasks.c.status == status.code)
                     .values(
                         status=Status.CANCELLED.code,
                         message=message,
@@ -674,23 +782,23 @@ class Store(abc.ABC):
                         eta_seconds=None,
                     )
                 )
-            elif not status.is_final:
+                return status, True
+            if not status.is_final:
                 conn.execute(
                     update(tasks)
                     .where(tasks.c.id == task_id)
                     .values(cancel_requested=True, updated_at=now)
                 )
-            return status
+            return status, False
 
     def requeue_finished(self, task_id: int) -> Status | None:
         """Send a failed or cancelled task back to pending; returns the status it had."""
+        return self.retrying(lambda: self._requeue_finished(task_id))
+
+    def _requeue_finished(self, task_id: int) -> Status | None:
         now = utcnow()
         with self.writing() as conn:
-            row = (
-                conn.execute(select(tasks).where(tasks.c.id == task_id).with_for_update())
-                .mappings()
-                .first()
-            )
+            row = self._lock_for_operator(conn, task_id)
             if row is None:
                 return None
             status = Status.from_code(int(row["status"]))
@@ -715,13 +823,14 @@ class Store(abc.ABC):
 
     def delete_task(self, task_id: int) -> Status | None:
         """Delete a task that is not running (its queue row cascades, its logs go too)."""
+        return self.retrying(lambda: self._delete_task(task_id))
+
+    def _delete_task(self, task_id: int) -> Status | None:
         with self.writing() as conn:
-            current = conn.execute(
-                select(tasks.c.status).where(tasks.c.id == task_id).with_for_update()
-            ).scalar_one_or_none()
-            if current is None:
+            row = self._lock_for_operator(conn, task_id)
+            if row is None:
                 return None
-            status = Status.from_code(int(current))
+            status = Status.from_code(int(row["status"]))
             if status is Status.PENDING or status.is_final:
                 conn.execute(delete(queue).where(queue.c.task_id == task_id))
                 conn.execute(delete(task_logs).where(task_logs.c.task_id == task_id))
@@ -804,25 +913,32 @@ class Store(abc.ABC):
     def truncate_all(self) -> None:
         """Empty every stask table (tests and `stask` maintenance only)."""
         with self.writing() as conn:
-            for table in (queue, task_logs, tasks, workers, queue_controls):
+            for table in (queue, task_logs, tasks, workers, queue_controls, nodes):
                 conn.execute(delete(table))
         self.control_cache.forget()
 
     def running_task_ids(self, node_id: str | None = None) -> list[int]:
-        stmt = select(tasks.c.id).where(tasks.c.status == RUNNING).order_by(tasks.c.id)
+        return [claim.id for claim in self.running_claims(node_id)]
+
+    def running_claims(self, node_id: str | None = None) -> list[Claim]:
+        """The claims of running tasks (of ``node_id``, or of every node), by task id."""
+        stmt = (
+            select(tasks.c.id, tasks.c.claim_token)
+            .where(tasks.c.status == RUNNING)
+            .order_by(tasks.c.id)
+        )
         if node_id is not None:
             stmt = stmt.where(tasks.c.locked_by == node_id)
         with self.reading() as conn:
-            return [int(i) for i in conn.execute(stmt).scalars()]
+            return [Claim(int(i), str(token or "")) for i, token in conn.execute(stmt)]
 
-    def final_under(self, node_id: str, task_ids: Sequence[int]) -> set[int]:
-        """Of ``task_ids``, those already final with ``node_id`` as the last node to run them
-        (a finish whose commit landed though its answer was lost)."""
-        if not task_ids:
+    def final_under(self, claims: Sequence[Claim]) -> set[int]:
+        """Ids of those ``claims`` whose task is already final under that very claim (a finish
+        whose commit landed though its answer was lost)."""
+        if not claims:
             return set()
         stmt = select(tasks.c.id).where(
-            tasks.c.id.in_(task_ids),
-            tasks.c.locked_by == node_id,
+            tuple_(tasks.c.id, tasks.c.claim_token).in_([tuple(claim) for claim in claims]),
             tasks.c.status.in_(FINAL_CODES),
         )
         with self.reading() as conn:

@@ -143,6 +143,8 @@ tasks = Table(
     # Per-task overrides (revision 0002): seconds an attempt may run, and a start deadline.
     Column("timeout_seconds", Float, nullable=True),
     Column("expires_at", Timestamp, nullable=True),
+    # Written by each claim (revision 0007): the fence of every write of that attempt.
+    Column("claim_token", String(32), nullable=True),
 )
 Index("ix_s_tasks_status_id", tasks.c.status, tasks.c.id)
 Index("ix_s_tasks_identifier_id", tasks.c.identifier, tasks.c.id)

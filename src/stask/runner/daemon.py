@@ -1,8 +1,11 @@
 """The runner daemon: claim in batches, run on threads, record in batches, stay alive, stop well.
 
 One fetcher (the thread calling ``run``) claims as many tasks as there are free slots plus a
-bounded prefetch, in one claim per batch. Worker threads run them; a completer thread records
-the outcomes in fenced batches; the liveness thread heartbeats and rescues tasks of dead nodes.
+bounded prefetch, in one claim per batch: the ones for free slots start with the claim, the
+prefetched ones only when a worker thread takes them up. Worker threads run them; a completer
+thread records the outcomes in fenced batches; the liveness thread heartbeats and rescues tasks
+of dead nodes; the scheduler thread fires due schedules (it calls worker code, which must never
+stall or end the heartbeat).
 """
 
 from __future__ import annotations
@@ -12,23 +15,34 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stask.core.context import TaskContext
-from stask.core.executor import Executor, Finished
+from stask.core.executor import Executor, Finished, unrecordable
 from stask.core.facade import Stask
 from stask.core.liveness import Liveness
 from stask.core.queues import check_queue_name
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore, Rescue
 from stask.db.rows import Outcome
-from stask.errors import ConfigError, StaskError
-from stask.models import JSONDict, Task
+from stask.errors import (
+    ConfigError,
+    DatabaseConflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    SchemaMissing,
+    StaskError,
+)
+from stask.models import Claim, JSONDict, Task
 
 log = logging.getLogger("stask.runner")
 FLUSH_INTERVAL_SECONDS = 0.05
 FLUSH_MAX = 500
 MIN_POLL_SECONDS = 0.05
+# A task started by its claim that waited this fraction of the lease before a thread took it up
+# has its claim checked first: the lease may have run out while this process was starved.
+STALE_FRACTION = 0.25
 ERROR_BACKOFF_MAX_SECONDS = 10.0
 
 
@@ -78,14 +92,17 @@ class Runner:
             queues=list(self.options.queues),
             on_rescue=self._on_rescue,
             on_lost=self._on_lost,
-            on_tick=self._on_tick,
         )
         self._lock = threading.Condition()
         self._ready: deque[Task] = deque()
         self._running: dict[int, TaskContext] = {}
         self._done: list[Finished] = []
-        # Every task this process holds, from its claim until its outcome is recorded.
-        self._held: set[int] = set()
+        # Every claim this process holds, from the claim until its outcome is recorded.
+        self._held: dict[int, Claim] = {}
+        # Running attempts given up (lease lost): their claims go back when their thread ends.
+        self._given_up: set[int] = set()
+        # When each task in hand was claimed (monotonic), to spot claims that waited long.
+        self._claimed_at: dict[int, float] = {}
         self._maybe_recorded: set[int] = set()  # see _recorded
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -93,6 +110,7 @@ class Runner:
         self._workers_done = threading.Event()
         self.completed = 0
         self._claimed_nothing = False
+        self._lost = False
         self.wakeups = 0
         app.on_enqueue(self.wake)
         # LISTEN on PostgreSQL, the wake file on SQLite: another process's enqueue wakes us.
@@ -122,24 +140,51 @@ class Runner:
         with self._lock:
             return self._claimed_nothing and not (self._ready or self._running or self._done)
 
-    def _on_tick(self) -> None:
-        """After each heartbeat: due schedule slots (each slot once, whichever runner is
-        first), then the store's upkeep (resetting a SQLite WAL that readers held back)."""
+    def _schedule(self) -> None:
+        """The scheduler thread: a ``tick`` every heartbeat period until the runner stops."""
+        period = self.liveness.heartbeat_seconds
+        while not self._stopping.wait(period):
+            self.tick()
+
+    def tick(self) -> None:
+        """Due schedule slots (each slot once, whichever runner is first), then the store's
+        upkeep (resetting a SQLite WAL that readers held back). Worker code runs here
+        (settings()), so nothing it raises leaves: it is logged, and the next tick tries again.
+        """
         try:
             if self.app.enqueue_due_schedules():
                 self.wake()
-        finally:
+        except Exception as err:
+            log.warning("firing due schedules failed: %s: %s", type(err).__name__, err)
+        try:
             self.store.maintain()
+        except Exception as err:
+            log.warning("database upkeep failed: %s: %s", type(err).__name__, err)
 
     def _on_rescue(self, _rescued: Rescue) -> None:
         self.wake()
 
     def _on_lost(self) -> None:
-        # Heartbeats failed for most of the lease: other nodes may rescue our tasks now, so
-        # stop them at their next checkpoint rather than run them twice.
+        """The lease may be gone (heartbeats failed for most of it, or this node was declared
+        dead): others may rescue what it holds, so it gives everything up before it claims
+        again. Prefetched tasks go back now; running ones stop at their next checkpoint and
+        their claims go back when their thread ends. Their fenced writes refuse whatever a
+        rescue took meanwhile."""
         with self._lock:
-            for context in self._running.values():
+            prefetched = [task.claim for task in self._ready]
+            self._ready.clear()
+            for task_id, context in self._running.items():
                 context.abandon()
+                self._given_up.add(task_id)
+            for claim in prefetched:
+                self._held.pop(claim.id, None)
+        log.warning(
+            "runner %s gave up %d running and %d prefetched task(s): its lease may be lost",
+            self.node_id,
+            len(self._given_up),
+            len(prefetched),
+        )
+        self._release(prefetched, "Released: its runner lost its lease before starting it")
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -150,17 +195,27 @@ class Runner:
                 "no worker classes found - set STASK_WORKERS (or `workers` in stask.toml) to the "
                 "modules that define them"
             )
-        self.liveness.start()
-        self.liveness.tick()
-        if self.listener is not None:
-            self.listener.start()
         workers = [
             threading.Thread(target=self._work, name=f"stask-worker-{n}", daemon=True)
             for n in range(self.options.concurrency)
         ]
         completer = threading.Thread(target=self._complete, name="stask-completer", daemon=True)
-        for thread in (*workers, completer):
-            thread.start()
+        scheduler = threading.Thread(target=self._schedule, name="stask-scheduler", daemon=True)
+        try:
+            self.liveness.start()
+            if self.listener is not None:
+                self.listener.start()
+            for thread in (*workers, completer, scheduler):
+                thread.start()
+        except BaseException:
+            # Nothing registered or listening outlives a start that failed.
+            self.request_stop()
+            if self.listener is not None:
+                self.listener.stop()
+            self.liveness.stop()
+            if self.store is not self.app.store:
+                self.store.dispose()
+            raise
         log.info(
             "runner %s: %d threads, prefetch %d, queues %s",
             self.node_id,
@@ -172,16 +227,22 @@ class Runner:
             self._fetch(identifiers)
         finally:
             self._shutdown(workers, completer)
+            scheduler.join(timeout=5)
 
     def _fetch(self, identifiers: list[str]) -> None:
         wait = MIN_POLL_SECONDS
         failures = 0
         next_reconcile = time.monotonic() + self.app.settings.lease_seconds
         while not self.stopping:
+            if not self._lease_held():
+                self._wake.wait(min(self.options.poll_seconds, 0.5))
+                self._wake.clear()
+                continue
             with self._lock:
-                want = (
-                    self.options.concurrency + self.prefetch - len(self._ready) - len(self._running)
-                )
+                busy = len(self._ready) + len(self._running)
+                want = self.options.concurrency + self.prefetch - busy
+                # Tasks for the slots free now start with the claim; the rest are prefetched.
+                free = max(0, self.options.concurrency - busy)
             claimed: list[Task] = []
             if want > 0:
                 # Outcomes waiting to be recorded go in the claim's transaction.
@@ -192,13 +253,18 @@ class Runner:
                         self.node_id,
                         identifiers,
                         want,
+                        start=free,
                         queues=self.options.queues or None,
                         finished=finished,
                         logs=logs,
                     )
                     self._recorded(batch, accepted)
                     failures = 0
-                except StaskError as err:
+                except Exception as err:
+                    if _poisonous(err):  # a value in the batch the database refused
+                        log.warning("recording %d outcomes failed: %s", len(batch), err)
+                        self._record_one_by_one(batch)
+                        continue
                     self._unrecorded(batch)
                     failures += 1
                     backoff = min(ERROR_BACKOFF_MAX_SECONDS, 0.5 * 2**failures)
@@ -210,10 +276,7 @@ class Runner:
                     continue
             self._claimed_nothing = want > 0 and not claimed
             if claimed:
-                with self._lock:
-                    self._held.update(task.id for task in claimed)
-                    self._ready.extend(claimed)
-                    self._lock.notify_all()
+                self._take_in(claimed)
                 wait = MIN_POLL_SECONDS
                 if len(claimed) == want:
                     continue  # more may be due right now
@@ -224,6 +287,26 @@ class Runner:
             if time.monotonic() >= next_reconcile:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self.app.settings.lease_seconds
+
+    def _take_in(self, claimed: list[Task]) -> None:
+        """Hand claimed tasks to the worker threads."""
+        at = time.monotonic()
+        with self._lock:
+            self._held.update((task.id, task.claim) for task in claimed)
+            self._claimed_at.update((task.id, at) for task in claimed)
+            self._ready.extend(claimed)
+            self._lock.notify_all()
+
+    def _lease_held(self) -> bool:
+        """False while no heartbeat landed for most of the lease (the database is away, or the
+        heartbeat hangs in it): then what we hold is given up, once, and nothing is claimed."""
+        if self.liveness.healthy:
+            self._lost = False
+            return True
+        if not self._lost:
+            self._lost = True
+            self._on_lost()
+        return False
 
     def _next(self) -> Task | None:
         with self._lock:
@@ -244,21 +327,53 @@ class Runner:
                 with self._lock:
                     self._running[task_id] = context
 
-            try:
-                finished = self.executor.execute(task, on_start=started)
-            except Exception:  # a bug in stask itself: keep the thread, let the rescuer retry
-                log.exception("task %s: runner error", task.id)
-                finished = None
+            finished = self._run_one(task, started)
             with self._lock:
                 self._running.pop(task.id, None)
-                if finished is None:
-                    self._held.discard(task.id)
+                given_up = task.id in self._given_up
+                self._given_up.discard(task.id)
+                if finished is None or given_up:
+                    self._held.pop(task.id, None)
                 else:
                     self._done.append(finished)
                     if len(self._done) >= FLUSH_MAX:
                         self._flush_now.set()
                 self._lock.notify_all()
+            if given_up:  # its claim goes back now that nothing runs it here
+                self._release([task.claim], "Released: its runner lost its lease while running it")
             self._wake.set()
+
+    def _run_one(self, task: Task, on_start: Callable[[TaskContext], None]) -> Finished | None:
+        """One task's attempt, started first if it was prefetched. None: it was lost (its
+        claim was cancelled or rescued before the start). Whatever goes wrong is recorded as
+        the attempt's failure: no exception leaves, so the thread goes on."""
+        with self._lock:
+            waited = time.monotonic() - self._claimed_at.pop(task.id, time.monotonic())
+        if task.started_at is not None and waited > self.liveness.lease_seconds * STALE_FRACTION:
+            # Started by its claim, but it waited (this process was starved): its lease may
+            # have run out meanwhile and the task been rescued. Check the claim before running.
+            try:
+                held = self.store.cancel_flag(task.claim) is not None
+            except StaskError as err:
+                log.warning("task %s: could not check its claim: %s", task.id, err)
+                held = False
+            if not held:
+                log.warning("task %s: its claim was taken back while it waited", task.id)
+                return None
+        try:
+            begun = self.executor.begin(task)
+        except StaskError as err:  # its start could not be recorded: it did not run
+            log.warning("task %s: could not start: %s", task.id, err)
+            self._release([task.claim], "Released: its start could not be recorded")
+            return None
+        if begun is None:
+            log.info("task %s was cancelled or taken back before it started", task.id)
+            return None
+        try:
+            return self.executor.execute(begun, on_start=on_start)
+        except BaseException as exc:  # pragma: no cover - execute records every failure
+            log.exception("task %s: runner error", task.id)
+            return Finished(begun, unrecordable(exc), [])
 
     def _complete(self) -> None:
         """Record outcomes the fetcher did not take along with a claim (it is idle or full)."""
@@ -269,10 +384,14 @@ class Runner:
             batch = self._take_done()
             if batch:
                 try:
-                    accepted = self.store.finish_many(self.node_id, *_to_record(batch))
+                    accepted = self.store.finish_many(*_to_record(batch))
                     self._recorded(batch, accepted)
                     failures = 0
-                except StaskError as err:
+                except Exception as err:
+                    if _poisonous(err):  # a value in the batch the database refused
+                        log.warning("recording %d outcomes failed: %s", len(batch), err)
+                        self._record_one_by_one(batch)
+                        continue
                     self._unrecorded(batch)
                     failures += 1
                     backoff = min(ERROR_BACKOFF_MAX_SECONDS, 0.2 * 2**failures)
@@ -293,6 +412,27 @@ class Runner:
             batch, self._done = self._done[:FLUSH_MAX], self._done[FLUSH_MAX:]
         return batch
 
+    def _record_one_by_one(self, batch: list[Finished]) -> None:
+        """A batch failed on a value, not on the database: record each outcome on its own, and
+        the one that cannot be written as failed with the reason, so no other task waits."""
+        for item in batch:
+            try:
+                accepted = self.store.finish_many(*_to_record([item]))
+            except Exception as err:
+                if not _poisonous(err):
+                    log.warning("task %s: outcome not recorded yet: %s", item.task.id, err)
+                    self._unrecorded([item])
+                    continue
+                log.warning("task %s: its outcome cannot be stored: %s", item.task.id, err)
+                why = Finished(item.task, unrecordable(err), [])
+                try:
+                    accepted = self.store.finish_many(*_to_record([why]))
+                except Exception as again:
+                    log.warning("task %s: outcome not recorded yet: %s", item.task.id, again)
+                    self._unrecorded([why])
+                    continue
+            self._recorded([item], accepted)
+
     def _recorded(self, batch: list[Finished], accepted: set[int]) -> None:
         if not batch:
             return
@@ -303,18 +443,20 @@ class Runner:
             suspects = [task_id for task_id in refused if task_id in self._maybe_recorded]
             self._maybe_recorded.difference_update(item.task.id for item in batch)
         if suspects:
+            claims = [item.task.claim for item in batch if item.task.id in suspects]
             try:
-                earlier = self.store.final_under(self.node_id, suspects)
+                earlier = self.store.final_under(claims)
             except StaskError as err:
                 log.debug("could not check refused finishes: %s", err)
                 earlier = set()
             accepted = accepted | earlier
             refused = [task_id for task_id in refused if task_id not in earlier]
         with self._lock:
-            self._held.difference_update(item.task.id for item in batch)
+            for item in batch:
+                self._held.pop(item.task.id, None)
             self.completed += len(accepted)
         if refused:
-            log.warning("finish refused for tasks %s: another node holds them", refused)
+            log.warning("finish refused for tasks %s: their claims no longer hold them", refused)
 
     def _unrecorded(self, batch: list[Finished]) -> None:
         """Recording failed, perhaps after its commit: keep them, in order, for the next try."""
@@ -329,14 +471,15 @@ class Runner:
         connection: without this they would stay running under a live node forever.
         """
         try:
-            in_database = self.store.running_task_ids(self.node_id)
+            in_database = self.store.running_claims(self.node_id)
         except StaskError as err:
             log.warning("could not check held tasks: %s", err)
             return
         with self._lock:
-            unknown = [task_id for task_id in in_database if task_id not in self._held]
+            unknown = [claim for claim in in_database if claim.id not in self._held]
         if unknown:
-            log.warning("tasks %s were claimed by a claim that seemed to fail; releasing", unknown)
+            ids = [claim.id for claim in unknown]
+            log.warning("tasks %s were claimed by a claim that seemed to fail; releasing", ids)
             self._release(unknown, "Released: claimed while the database connection broke")
 
     # -- shutdown ------------------------------------------------------------------------------
@@ -344,14 +487,14 @@ class Runner:
     def _shutdown(self, workers: list[threading.Thread], completer: threading.Thread) -> None:
         self.request_stop()
         with self._lock:
-            prefetched = [task.id for task in self._ready]
+            prefetched = [task.claim for task in self._ready]
             self._ready.clear()
         self._release(prefetched, "Released: its runner stopped before starting it")
         deadline = time.monotonic() + self.options.grace_seconds
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            unfinished = list(self._running)
+            unfinished = [self._held[i] for i in self._running if i in self._held]
             for context in self._running.values():
                 context.abandon()
         self._workers_done.set()
@@ -361,7 +504,7 @@ class Runner:
         # unfinished: also a task whose thread gave up early (its lease looked lost) or one
         # this process lost track of. Releasing them here beats waiting out the lease.
         try:
-            unfinished = sorted({*unfinished, *self.store.running_task_ids(self.node_id)})
+            unfinished = sorted({*unfinished, *self.store.running_claims(self.node_id)})
         except StaskError as err:
             log.warning("could not list held tasks at shutdown: %s", err)
         self._release(unfinished, "Released: its runner shut down before it finished")
@@ -372,18 +515,28 @@ class Runner:
             self.store.dispose()
         log.info("runner %s stopped: %d tasks recorded", self.node_id, self.completed)
 
-    def _release(self, task_ids: list[int], message: str) -> None:
-        if not task_ids:
+    def _release(self, claims: list[Claim], message: str) -> None:
+        if not claims:
             return
         try:
-            released = NodeStore(self.store).release(self.node_id, task_ids, message)
+            released = NodeStore(self.store).release(claims, message)
             log.info("released %d task(s) back to the queue", len(released))
         except StaskError as err:  # the rescuer requeues them after the lease instead
-            log.warning("could not release %s: %s", task_ids, err)
+            log.warning("could not release %s: %s", [claim.id for claim in claims], err)
 
 
-def _to_record(batch: list[Finished]) -> tuple[list[tuple[int, Outcome]], list[JSONDict]]:
+def _poisonous(err: Exception) -> bool:
+    """Whether recording failed on what was recorded (a value the database refused, a bug),
+    not on the database being away or busy: trying the same batch again would fail again."""
+    if not isinstance(err, StaskError):
+        return True
+    return isinstance(err, DatabaseError) and not isinstance(
+        err, DatabaseUnavailable | DatabaseConflict | SchemaMissing
+    )
+
+
+def _to_record(batch: list[Finished]) -> tuple[list[tuple[Claim, Outcome]], list[JSONDict]]:
     """The outcomes and log lines of a batch, as the store records them."""
-    return [(item.task.id, item.outcome) for item in batch], [
+    return [(item.task.claim, item.outcome) for item in batch], [
         entry for item in batch for entry in item.logs
     ]
