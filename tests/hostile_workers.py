@@ -18,18 +18,10 @@ from typing import Any
 from stask import BaseWorker, TaskContext
 from stask.errors import Retry, ValidationError
 from stask.models import JSONDict
+from tests.helpers import append_line
 
 TOO_LONG = 50_000  # characters: far over every size limit test_hostile sets
 DEEP = 100_000  # levels of nesting of the pathological result
-
-
-def _append(path: str, line: str) -> None:
-    # One write() of a short line with O_APPEND is atomic, even across processes.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def _recurse(depth: int) -> int:
@@ -101,7 +93,7 @@ class Hostile(BaseWorker):
     # -- snoozing forever ----------------------------------------------------------------------
 
     def task_retry_forever(self, task: TaskContext, options: dict[str, Any]) -> None:
-        _append(options["log"], f"{task.id} {task.attempt} {os.getpid()}")
+        append_line(options["log"], f"{task.id} {task.attempt} {os.getpid()}")
         raise Retry(after=0)
 
 
@@ -153,7 +145,7 @@ class Hiccup(BaseWorker):
     def settings(self) -> JSONDict:
         flag = os.environ.get("HOSTILE_HICCUP_FLAG")
         if flag and _names_this_process(Path(flag)):
-            _append(
+            append_line(
                 f"{flag}.raised",
                 f"{os.getpid()} {threading.current_thread().name} {time.time():.6f}",
             )
@@ -162,9 +154,9 @@ class Hiccup(BaseWorker):
 
     def task_work(self, task: TaskContext, options: dict[str, Any]) -> JSONDict:
         pid = os.getpid()
-        _append(options["log"], f"start {task.id} {task.attempt} {pid} {time.time():.6f}")
+        append_line(options["log"], f"start {task.id} {task.attempt} {pid} {time.time():.6f}")
         time.sleep(float(options["seconds"]))  # no checkpoint: it cannot notice a lost lease
-        _append(options["log"], f"end {task.id} {task.attempt} {pid} {time.time():.6f}")
+        append_line(options["log"], f"end {task.id} {task.attempt} {pid} {time.time():.6f}")
         return {"pid": pid, "attempt": task.attempt}
 
 

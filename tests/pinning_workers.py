@@ -8,15 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stask import BaseWorker, TaskContext
-
-
-def _append(path: str, line: str) -> None:
-    # One write() of a short line with O_APPEND is atomic, even across processes.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+from tests.helpers import append_line
 
 
 class Flaky(BaseWorker):
@@ -52,13 +44,13 @@ class Holder(BaseWorker):
     max_attempts = 3
 
     def task_hold(self, task: TaskContext, options: dict[str, Any]) -> str:
-        _append(options["log"], f"start {task.id} {os.getpid()} {time.time():.6f}")
+        append_line(options["log"], f"start {task.id} {os.getpid()} {time.time():.6f}")
         release = Path(options["release"])
         deadline = time.monotonic() + float(options.get("bound", 120))
         while not release.exists() and time.monotonic() < deadline:
             task.progress(message="holding")
             time.sleep(0.02)
-        _append(options["log"], f"end {task.id} {os.getpid()} {time.time():.6f}")
+        append_line(options["log"], f"end {task.id} {os.getpid()} {time.time():.6f}")
         return "released"
 
 
@@ -68,4 +60,4 @@ class Toucher(BaseWorker):
     identifier = "toucher"
 
     def task_touch(self, task: TaskContext, options: dict[str, Any]) -> None:
-        _append(options["log"], f"{task.id} {os.getpid()}")
+        append_line(options["log"], f"{task.id} {os.getpid()}")

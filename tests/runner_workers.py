@@ -8,22 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from stask import BaseWorker, TaskContext
-
-
-def _append(path: str, line: str) -> None:
-    # One write() of a short line with O_APPEND is atomic, even across processes.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+from tests.helpers import append_line
 
 
 class Counter(BaseWorker):
     identifier = "counter"
 
     def task_touch(self, task: TaskContext, options: dict[str, Any]) -> None:
-        _append(options["log"], f"{task.id} {os.getpid()}")
+        append_line(options["log"], f"{task.id} {os.getpid()}")
         delay = float(options.get("delay", 0))
         if delay:
             time.sleep(delay)
@@ -36,7 +28,7 @@ class Long(BaseWorker):
     max_attempts = 3
 
     def task_hold(self, task: TaskContext, options: dict[str, Any]) -> str:
-        _append(options["log"], f"start {task.id} {os.getpid()} {time.time():.6f}")
+        append_line(options["log"], f"start {task.id} {os.getpid()} {time.time():.6f}")
         release = Path(options["release"])
         deadline = time.monotonic() + float(options.get("bound", 60))
         step = 0
@@ -44,7 +36,7 @@ class Long(BaseWorker):
             step += 1
             task.progress(percent=min(99, step), message=f"holding ({step})")
             time.sleep(0.02)
-        _append(options["log"], f"end {task.id} {os.getpid()} {time.time():.6f}")
+        append_line(options["log"], f"end {task.id} {os.getpid()} {time.time():.6f}")
         return "released"
 
 
@@ -67,9 +59,9 @@ class Isolated(BaseWorker):
     max_attempts = 1
 
     def task_block(self, task: TaskContext, options: dict[str, Any]) -> None:
-        _append(options["log"], f"start {task.id} {os.getpid()} {time.time():.6f}")
+        append_line(options["log"], f"start {task.id} {os.getpid()} {time.time():.6f}")
         time.sleep(float(options.get("seconds", 60)))  # never reaches a checkpoint
-        _append(options["log"], f"end {task.id} {os.getpid()} {time.time():.6f}")
+        append_line(options["log"], f"end {task.id} {os.getpid()} {time.time():.6f}")
 
     def task_work(self, task: TaskContext, options: dict[str, Any]) -> dict[str, Any]:
         for i in range(1, 4):

@@ -18,14 +18,15 @@ from sqlalchemy import insert, select, text, update
 from stask import Stask, Status
 from stask.core.executor import Executor
 from stask.db.engine import build_engine
-from stask.db.nodes import NodeInfo, NodeStore
+from stask.db.nodes import STALE_COLUMNS, NodeInfo, NodeStore
 from stask.db.rows import Outcome
 from stask.db.tables import queue, tasks
 from stask.errors import DatabaseConflict, DatabaseUnavailable, StaskError
 from stask.models import Claim, utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
-from tests.test_runner import STASK, wait_until
+from tests.helpers import wait_until
+from tests.test_runner import STASK
 
 NODE = "node-a"
 LEASE = 30.0
@@ -228,17 +229,7 @@ def test_a_rescue_never_takes_a_task_whose_node_is_live_again(app: Stask) -> Non
     app.store.claim("back", ["inventory"], 1)
     backdate(app, [task_id])
     with app.store.reading() as conn:
-        row = conn.execute(
-            select(
-                tasks.c.id,
-                tasks.c.claim_token,
-                tasks.c.locked_by,
-                tasks.c.attempts,
-                tasks.c.max_attempts,
-                tasks.c.started_at,
-                tasks.c.cancel_requested,
-            ).where(tasks.c.id == task_id)
-        ).one()
+        row = conn.execute(select(*STALE_COLUMNS).where(tasks.c.id == task_id)).one()
     nodes.register(node("back"))  # the heartbeat lands after the live set was read
     assert not nodes._take_over(
         row, Status.PENDING, utcnow() - dt.timedelta(seconds=LEASE), utcnow()

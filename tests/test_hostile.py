@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from stask.db.nodes import NodeStore
 from stask.db.tables import tasks as tasks_table
 from stask.models import utcnow
 from tests.conftest import ROOT, fresh_app
+from tests.helpers import wait_until
 
 STASK = str(Path(sys.executable).with_name("stask"))
 WORKERS = "tests.hostile_workers"
@@ -101,16 +102,6 @@ def runners(tmp_path: Path) -> Iterator[Runners]:
         proc.wait(timeout=30)
         # Shown by pytest when the test failed: what each runner logged.
         print(f"--- runner {proc.pid} (exit {proc.returncode}) output:\n{err.read_text()}")
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float = 60.0, what: str | Callable[[], str] = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def _describe(app: Stask, ids: list[int]) -> str:

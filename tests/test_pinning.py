@@ -27,6 +27,7 @@ from stask.errors import InvalidOptions, TaskNotFound
 from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
+from tests.helpers import wait_until
 
 STASK = str(Path(sys.executable).with_name("stask"))
 WORKERS = "tests.pinning_workers"
@@ -39,16 +40,6 @@ HOUR = dt.timedelta(hours=1)
 def pin_app(db_url: str, storage: Path) -> Iterator[Stask]:
     """A Stask on an emptied database with the pinning workers registered."""
     yield from fresh_app(db_url, storage, WORKERS)
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float = 60.0, what: str | Callable[[], str] = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def node_info(node_id: str) -> NodeInfo:

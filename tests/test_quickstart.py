@@ -20,7 +20,8 @@ import pytest
 from stask import Stask, Status
 from stask.models import utcnow
 from tests.conftest import ROOT, fresh_app, fresh_database
-from tests.test_runner import WORKERS, wait_until
+from tests.helpers import wait_until
+from tests.test_runner import WORKERS
 
 STASK = str(Path(sys.executable).with_name("stask"))
 README = ROOT / "README.md"

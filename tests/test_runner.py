@@ -29,6 +29,7 @@ from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions, daemon
 from stask.settings import load_settings
 from tests.conftest import fresh_app
+from tests.helpers import wait_until
 from tests.test_cli import stask
 
 STASK = str(Path(sys.executable).with_name("stask"))
@@ -76,16 +77,6 @@ def spawn(
         proc.wait(timeout=30)
         # Shown by pytest when the test failed: what each runner logged.
         print(f"--- runner {proc.pid} (exit {proc.returncode}) stderr:\n{err.read_text()}")
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float = 60.0, what: str | Callable[[], str] = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def test_backoff_grows_exponentially_with_jitter() -> None:

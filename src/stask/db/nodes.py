@@ -20,6 +20,15 @@ from stask.db.tables import nodes, task_logs, tasks
 from stask.models import Claim, Status, utcnow
 
 # A running task of a silent node, as rescue_stale reads it.
+STALE_COLUMNS = (
+    tasks.c.id,
+    tasks.c.claim_token,
+    tasks.c.locked_by,
+    tasks.c.attempts,
+    tasks.c.max_attempts,
+    tasks.c.started_at,
+    tasks.c.cancel_requested,
+)
 _StaleRow = Row[Any, Any, Any, Any, Any, Any, Any]
 
 
@@ -100,15 +109,7 @@ class NodeStore:
                 conn.execute(select(nodes.c.id).where(nodes.c.heartbeat_at < cutoff)).scalars()
             )
             running = conn.execute(
-                select(
-                    tasks.c.id,
-                    tasks.c.claim_token,
-                    tasks.c.locked_by,
-                    tasks.c.attempts,
-                    tasks.c.max_attempts,
-                    tasks.c.started_at,
-                    tasks.c.cancel_requested,
-                ).where(tasks.c.status == RUNNING, tasks.c.locked_at < cutoff)
+                select(*STALE_COLUMNS).where(tasks.c.status == RUNNING, tasks.c.locked_at < cutoff)
             ).all()
         stale = [row for row in running if row.locked_by not in live]
         ended: dict[Status, list[int]] = {s: [] for s in (PENDING_S, FAILED_S, CANCELLED_S)}
