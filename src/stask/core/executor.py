@@ -96,10 +96,12 @@ class Finished:
 class Executor:
     """Runs claimed tasks of one node in the calling thread."""
 
-    def __init__(self, app: Stask, node_id: str) -> None:
+    def __init__(self, app: Stask, node_id: str, store: Store | None = None) -> None:
         self.app = app
         self.node_id = node_id
-        self.sink = StoreSink(app.store)
+        # Starts, progress and logs go through ``store`` (a runner's own hot-path pool).
+        self.store = store or app.store
+        self.sink = StoreSink(self.store)
         self.limits = Limits.of(app.settings)
 
     def run(self, task: Task) -> Status | None:
@@ -127,7 +129,7 @@ class Executor:
         if task.started_at is not None:
             return task
         now = utcnow()
-        attempts = self.app.store.start_attempt(task.claim, now)
+        attempts = self.store.start_attempt(task.claim, now)
         if attempts is None:
             return None
         return dataclasses.replace(task, attempts=attempts, started_at=now)

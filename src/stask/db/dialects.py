@@ -137,23 +137,7 @@ def _sqlite_writer_lock(database: str) -> threading.RLock:
         return _SQLITE_WRITERS.setdefault(database, threading.RLock())
 
 
-class _ReturningStore(Store):
-    """Databases whose UPDATE has RETURNING: an attempt's start is one statement."""
-
-    def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
-        at = now or utcnow()
-        stmt = (
-            update(tasks)
-            .where(attempt_fence(claim.id, claim.token), tasks.c.started_at.is_(None))
-            .values(attempts=tasks.c.attempts + 1, started_at=at, updated_at=at)
-            .returning(tasks.c.attempts)
-        )
-        with self._one_statement() as conn:
-            attempts = conn.execute(stmt).scalar_one_or_none()
-        return None if attempts is None else int(attempts)
-
-
-class SQLiteStore(_ReturningStore):
+class SQLiteStore(Store):
     """One writer at a time: every write transaction is BEGIN IMMEDIATE (see engine.py)."""
 
     dialect = "sqlite"
@@ -190,6 +174,30 @@ class SQLiteStore(_ReturningStore):
                 wake = conn.info.pop(_WAKE, False)
         if wake:
             self._touch_wake_file()
+
+    def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
+        """One UPDATE ... RETURNING, committed without an fsync of its own (synchronous =
+        NORMAL for this transaction): in WAL mode that commit survives a crash of any process,
+        and only a power loss before the next synced commit could forget the start, which then
+        costs no more than an attempt given back. A durable commit per prefetched task made
+        the SQLite drain fsync-bound (871 tasks/s against 4,099)."""
+        at = now or utcnow()
+        stmt = (
+            update(tasks)
+            .where(attempt_fence(claim.id, claim.token), tasks.c.started_at.is_(None))
+            .values(attempts=tasks.c.attempts + 1, started_at=at, updated_at=at)
+            .returning(tasks.c.attempts)
+        )
+        with self._writer, translate_errors(self.url), self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with conn.begin():
+                    attempts = conn.execute(stmt).scalar_one_or_none()
+            finally:
+                raw.execute("PRAGMA synchronous = FULL")
+        return None if attempts is None else int(attempts)
 
     def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
         if self.wake_file is not None and any(row["run_at"] <= now for row in rows):
@@ -291,7 +299,7 @@ class SQLiteStore(_ReturningStore):
         return _insert_skipping_taken(conn, sqlite_insert(tasks), rows)
 
 
-class PostgresStore(_ReturningStore):
+class PostgresStore(Store):
     """SKIP LOCKED claim as one statement: pick, delete from the queue, mark running."""
 
     dialect = "postgresql"
@@ -302,7 +310,10 @@ class PostgresStore(_ReturningStore):
         + _final_set_clause("", "CAST(v.result AS jsonb)")
         + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v("
         + ", ".join(f"{name} {kind}" for name, kind in _FINAL_COLUMNS.items())
-        + ") WHERE "
+        # `id = ANY(:ids)` keeps the planner on the primary key: joined on v alone it walked
+        # ix_s_tasks_status_id over every status-50 entry, dead ones included, so each turn
+        # read more of the index than the last (a drain of 10,000 fell from 4,100 to 2,400/s).
+        + ") WHERE s_tasks.id = ANY(CAST(:ids AS BIGINT[])) AND "
         + attempt_fence_sql("s_tasks", "v")
         + " RETURNING s_tasks.id"
     )
@@ -323,6 +334,17 @@ class PostgresStore(_ReturningStore):
     def _one_statement(self) -> Iterator[Connection]:
         with translate_errors(self.url), self._autocommit.connect() as conn:
             yield conn
+
+    def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
+        """One statement in autocommit whose commit does not wait for the WAL flush
+        (synchronous_commit off, for this transaction only): a crash of the runner cannot lose
+        it, only a crash of the server within its WAL writer's delay, which then costs no more
+        than an attempt given back. Waiting for the flush of every prefetched task's start made
+        the drain commit-bound (1,018 tasks/s at concurrency 4 against 3,820)."""
+        params = {"id": claim.id, "token": claim.token, "now": now or utcnow()}
+        with self._one_statement() as conn:
+            attempts = conn.execute(_PG_START, params).scalar_one_or_none()
+        return None if attempts is None else int(attempts)
 
     def insert_task(self, new: NewTask, connection: Connection | None = None) -> Task:
         """One statement: the task, its queue row and, when due, the NOTIFY (_PG_CREATE), in
@@ -435,6 +457,16 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
         + " FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
     )
     return _typed(sql).columns(column("recorded_ids"), *tasks.c)
+
+
+# Store.start_attempt on PostgreSQL, fenced by the claim (c) as every write of an attempt.
+_PG_START = _typed(
+    "UPDATE s_tasks SET attempts = s_tasks.attempts + 1, started_at = :now, updated_at = :now"
+    " FROM (VALUES (CAST(:id AS BIGINT), CAST(:token AS TEXT))) AS c(id, token),"
+    " (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    " WHERE " + attempt_fence_sql("s_tasks", "c") + " AND s_tasks.started_at IS NULL"
+    " RETURNING s_tasks.attempts"
+)
 
 
 def _pg_create(notify: bool) -> Select[Any]:

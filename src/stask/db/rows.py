@@ -214,5 +214,6 @@ def final_payload(finished: Sequence[tuple[Claim, Outcome]]) -> str:
 
 
 def final_params(finished: Sequence[tuple[Claim, Outcome]], now: dt.datetime) -> dict[str, Any]:
-    """Parameters of a dialect's ``finish_final_sql``."""
-    return {"rows": final_payload(finished), "now": now}
+    """Parameters of a dialect's ``finish_final_sql``: the outcomes as one JSON array, and
+    their ids (PostgreSQL's finish looks them up by primary key)."""
+    return {"rows": final_payload(finished), "ids": [claim.id for claim, _ in finished], "now": now}

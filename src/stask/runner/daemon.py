@@ -35,6 +35,7 @@ from stask.errors import (
     StaskError,
 )
 from stask.models import Claim, JSONDict, Task
+from stask.runner.pace import Pace
 
 log = logging.getLogger("stask.runner")
 FLUSH_INTERVAL_SECONDS = 0.05
@@ -80,9 +81,9 @@ class Runner:
         self.prefetch = (
             self.options.concurrency if self.options.prefetch is None else self.options.prefetch
         )
-        self.executor = Executor(app, self.node_id)
-        # Claims, records and heartbeats go through their own pool (see hot_path_store).
+        # Claims, starts, records and heartbeats go through their own pool (hot_path_store).
         self.store = hot_path_store(app.store)
+        self.executor = Executor(app, self.node_id, self.store)
         self.liveness = Liveness(
             NodeStore(self.store),
             self.node_id,
@@ -111,6 +112,7 @@ class Runner:
         self.completed = 0
         self._claimed_nothing = False
         self._lost = False
+        self.pace = Pace()
         self.wakeups = 0
         app.on_enqueue(self.wake)
         # LISTEN on PostgreSQL, the wake file on SQLite: another process's enqueue wakes us.
@@ -241,23 +243,27 @@ class Runner:
             with self._lock:
                 busy = len(self._ready) + len(self._running)
                 want = self.options.concurrency + self.prefetch - busy
-                # Tasks for the slots free now start with the claim; the rest are prefetched.
+                # Tasks for the slots free now, and for those that free up within a turn,
+                # start with the claim; the rest are prefetched, not started (pace.py).
                 free = max(0, self.options.concurrency - busy)
+            starting = self.pace.starting(free, want, self.options.concurrency)
             claimed: list[Task] = []
             if want > 0:
                 # Outcomes waiting to be recorded go in the claim's transaction.
                 batch = self._take_done()
                 try:
                     finished, logs = _to_record(batch)
+                    began = time.monotonic()
                     claimed, accepted = self.store.record_and_claim(
                         self.node_id,
                         identifiers,
                         want,
-                        start=free,
+                        start=starting,
                         queues=self.options.queues or None,
                         finished=finished,
                         logs=logs,
                     )
+                    self.pace.turn_took(time.monotonic() - began)
                     self._recorded(batch, accepted)
                     failures = 0
                 except Exception as err:
@@ -369,11 +375,14 @@ class Runner:
         if begun is None:
             log.info("task %s was cancelled or taken back before it started", task.id)
             return None
+        began = time.monotonic()
         try:
             return self.executor.execute(begun, on_start=on_start)
         except BaseException as exc:  # pragma: no cover - execute records every failure
             log.exception("task %s: runner error", task.id)
             return Finished(begun, unrecordable(exc), [])
+        finally:
+            self.pace.attempt_took(time.monotonic() - began)
 
     def _complete(self) -> None:
         """Record outcomes the fetcher did not take along with a claim (it is idle or full)."""
