@@ -35,3 +35,14 @@ def test_the_means_follow_what_the_runner_sees() -> None:
     assert pace.attempt_seconds is not None
     assert abs(pace.attempt_seconds - 0.5) < 0.01
     assert pace.starting(free=0, want=8, concurrency=4) == 0
+
+
+def test_a_turn_waits_for_tasks_in_hand_only_when_they_finish_within_half_a_turn() -> None:
+    pace = Pace()
+    assert pace.drain_wait(4, 4) == 0.0  # nothing observed yet
+    pace.turn_took(0.002)
+    pace.attempt_took(0.0001)
+    assert pace.drain_wait(4, 4) == 0.0001
+    assert pace.drain_wait(0, 4) == 0.0
+    pace.attempt_took(1.0)  # long tasks: claim into the free slots at once
+    assert pace.drain_wait(4, 4) == 0.0

@@ -445,11 +445,12 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
         ", removed AS (DELETE FROM s_queue USING picked WHERE s_queue.task_id = picked.task_id"
         " RETURNING s_queue.task_id, s_queue.priority, s_queue.run_at)"
         # The first :start in claim order start now; the rest are prefetched, not started.
+        # `status + 0`: the task is found by primary key, not through ix_s_tasks_status_id.
         ", ranked AS (SELECT task_id, row_number() OVER"
         " (ORDER BY priority, run_at, task_id) <= :start AS go FROM removed)"
         ", claimed AS (UPDATE s_tasks SET "
         + claim_set
-        + " FROM ranked WHERE s_tasks.id = ranked.task_id AND s_tasks.status = "
+        + " FROM ranked WHERE s_tasks.id = ranked.task_id AND s_tasks.status + 0 = "
         + str(PENDING)
         + " RETURNING s_tasks.*)"
         " SELECT ARRAY(SELECT id FROM fin) AS recorded_ids, "

@@ -10,6 +10,8 @@ import abc
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
+import os
 import random
 import secrets
 import time
@@ -137,8 +139,19 @@ def held_by(claims: Sequence[Claim]) -> ColumnElement[bool]:
 
 
 def new_claim_token() -> str:
-    """A token no other claim has: every claim call writes its own."""
-    return secrets.token_hex(8)
+    """A token no other claim has: every claim call writes its own.
+
+    A random prefix per process and a counter: unique across processes and within one, and
+    cheaper than reading the system's random source on every turn (about a tenth of a
+    runner's own time in its turns).
+    """
+    return f"{_TOKENS['prefix']}{next(_TOKEN_COUNTER):x}"
+
+
+_TOKENS = {"prefix": secrets.token_hex(8)}
+_TOKEN_COUNTER = itertools.count(1)
+# A forked child must not repeat its parent's tokens.
+os.register_at_fork(after_in_child=lambda: _TOKENS.update(prefix=secrets.token_hex(8)))
 
 
 T = TypeVar("T")

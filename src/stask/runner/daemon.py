@@ -240,13 +240,7 @@ class Runner:
                 self._wake.wait(min(self.options.poll_seconds, 0.5))
                 self._wake.clear()
                 continue
-            with self._lock:
-                busy = len(self._ready) + len(self._running)
-                want = self.options.concurrency + self.prefetch - busy
-                # Tasks for the slots free now, and for those that free up within a turn,
-                # start with the claim; the rest are prefetched, not started (pace.py).
-                free = max(0, self.options.concurrency - busy)
-            starting = self.pace.starting(free, want, self.options.concurrency)
+            want, starting = self._size_turn()
             claimed: list[Task] = []
             if want > 0:
                 # Outcomes waiting to be recorded go in the claim's transaction.
@@ -294,6 +288,26 @@ class Runner:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self.app.settings.lease_seconds
 
+    def _size_turn(self) -> tuple[int, int]:
+        """How many tasks the next turn claims, and how many of them start with it."""
+        concurrency = self.options.concurrency
+        with self._lock:
+            busy = self._in_hand()
+            # What is in hand finishes sooner than a turn returns: wait for it (briefly), so
+            # the turn claims a full batch instead of the few slots free this instant.
+            pause = self.pace.drain_wait(busy, concurrency)
+            if pause > 0:
+                self._lock.wait_for(lambda: self.stopping or not self._in_hand(), pause)
+                busy = self._in_hand()
+        want = concurrency + self.prefetch - busy
+        # Tasks for the slots free now, and for those that free up within a turn, start with
+        # the claim; the rest are prefetched, not started (pace.py).
+        return want, self.pace.starting(max(0, concurrency - busy), want, concurrency)
+
+    def _in_hand(self) -> int:
+        """Tasks claimed and not yet finished here (call with the lock held)."""
+        return len(self._ready) + len(self._running)
+
     def _take_in(self, claimed: list[Task]) -> None:
         """Hand claimed tasks to the worker threads."""
         at = time.monotonic()
@@ -314,26 +328,29 @@ class Runner:
             self._on_lost()
         return False
 
-    def _next(self) -> Task | None:
+    def _next(self) -> tuple[Task, float] | None:
+        """The next task in hand and how long ago it was claimed (None: stopping)."""
         with self._lock:
             while not self._ready and not self.stopping:
                 self._lock.wait()
             if self.stopping or not self._ready:
                 return None
             task = self._ready.popleft()
+            claimed_at = self._claimed_at.pop(task.id, None)
             # Refill before the buffer runs dry, in batches rather than one claim per task.
             if len(self._ready) <= self.prefetch // 2:
                 self._wake.set()
-            return task
+        return task, 0.0 if claimed_at is None else time.monotonic() - claimed_at
 
     def _work(self) -> None:
-        while (task := self._next()) is not None:
+        while (taken := self._next()) is not None:
+            task, waited = taken
 
             def started(context: TaskContext, task_id: int = task.id) -> None:
                 with self._lock:
                     self._running[task_id] = context
 
-            finished = self._run_one(task, started)
+            finished = self._run_one(task, waited, started)
             with self._lock:
                 self._running.pop(task.id, None)
                 given_up = task.id in self._given_up
@@ -349,12 +366,12 @@ class Runner:
                 self._release([task.claim], "Released: its runner lost its lease while running it")
             self._wake.set()
 
-    def _run_one(self, task: Task, on_start: Callable[[TaskContext], None]) -> Finished | None:
+    def _run_one(
+        self, task: Task, waited: float, on_start: Callable[[TaskContext], None]
+    ) -> Finished | None:
         """One task's attempt, started first if it was prefetched. None: it was lost (its
         claim was cancelled or rescued before the start). Whatever goes wrong is recorded as
         the attempt's failure: no exception leaves, so the thread goes on."""
-        with self._lock:
-            waited = time.monotonic() - self._claimed_at.pop(task.id, time.monotonic())
         if task.started_at is not None and waited > self.liveness.lease_seconds * STALE_FRACTION:
             # Started by its claim, but it waited (this process was starved): its lease may
             # have run out meanwhile and the task been rescued. Check the claim before running.

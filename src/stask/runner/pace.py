@@ -9,34 +9,41 @@ a crash spends no attempt on them and a cancel ends them before they start.
 
 from __future__ import annotations
 
-import threading
-
 # Weight of the newest observation in the running means.
 SMOOTHING = 0.1
 
 
 class Pace:
-    """Running means of one runner's attempt durations and turn latencies (seconds)."""
+    """Running means of one runner's attempt durations and turn latencies (seconds).
+
+    Updated from several threads without a lock: an update lost to a race only makes a mean
+    lag by one observation, which a lock on every task's path is not worth.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.attempt_seconds: float | None = None
         self.turn_seconds: float | None = None
 
     def attempt_took(self, seconds: float) -> None:
-        with self._lock:
-            self.attempt_seconds = _mean(self.attempt_seconds, seconds)
+        self.attempt_seconds = _mean(self.attempt_seconds, seconds)
 
     def turn_took(self, seconds: float) -> None:
-        with self._lock:
-            self.turn_seconds = _mean(self.turn_seconds, seconds)
+        self.turn_seconds = _mean(self.turn_seconds, seconds)
+
+    def drain_wait(self, in_hand: int, concurrency: int) -> float:
+        """Seconds worth waiting before a turn for the ``in_hand`` tasks to finish: their
+        expected time when that is under half a turn, else 0 (claim now)."""
+        attempt, turn = self.attempt_seconds, self.turn_seconds
+        if not in_hand or attempt is None or turn is None:
+            return 0.0
+        expected = in_hand * attempt / concurrency
+        return expected if expected < turn / 2 else 0.0
 
     def starting(self, free: int, want: int, concurrency: int) -> int:
         """Of ``want`` tasks claimed now, how many start with the claim: one per free slot,
         plus what ``concurrency`` slots finish within one turn at the observed pace. Before
         anything was observed, only the free slots."""
-        with self._lock:
-            attempt, turn = self.attempt_seconds, self.turn_seconds
+        attempt, turn = self.attempt_seconds, self.turn_seconds
         soon = 0
         if attempt is not None and turn is not None:
             soon = want if attempt <= 0 else int(concurrency * turn / attempt)
