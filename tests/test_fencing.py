@@ -445,3 +445,14 @@ def test_ctrl_c_stops_run_pending_and_gives_the_task_back(
     back = runner_app.get(held.id)
     assert (back.status, back.attempts) == (Status.PENDING, 0), back
     assert back.message == "Released: run-pending was interrupted"
+
+
+def test_max_runs_bounds_a_failing_task_whatever_its_max_attempts(app: Stask) -> None:
+    app.settings.max_runs = 2
+    task_id = app.create("inventory", "fail", max_attempts=10).id
+    for _ in range(3):
+        with app.store.engine.begin() as conn:  # its retries are due now
+            conn.execute(update(queue).values(run_at=utcnow() - HOUR))
+        app.process_pending()
+    done = app.get(task_id)
+    assert (done.status, done.attempts) == (Status.FAILED, 2)

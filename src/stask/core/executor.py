@@ -264,7 +264,8 @@ class Executor:
         """A failed attempt: retry after backoff while attempts remain, else fail."""
         trace = _traceback(exc)
         line = _error_line(exc)
-        if task.attempts < task.max_attempts:
+        # settings.max_runs bounds every task, whatever max_attempts it was given.
+        if task.attempts < min(task.max_attempts, self.app.settings.max_runs):
             delay = worker.backoff(task.attempts)
             return Outcome(
                 Status.PENDING,
