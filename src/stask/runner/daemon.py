@@ -180,10 +180,12 @@ class Runner:
                 self._given_up.add(task_id)
             for claim in prefetched:
                 self._held.pop(claim.id, None)
+                self._claimed_at.pop(claim.id, None)
+            running = len(self._running)
         log.warning(
             "runner %s gave up %d running and %d prefetched task(s): its lease may be lost",
             self.node_id,
-            len(self._given_up),
+            running,
             len(prefetched),
         )
         self._release(prefetched, "Released: its runner lost its lease before starting it")
