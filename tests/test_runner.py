@@ -557,6 +557,28 @@ def test_async_actions_run_on_the_event_loop_thread(runner_app: Stask) -> None:
     assert done.result == {"thread": "stask-asyncio"}
 
 
+def test_processes_children_stop_when_their_supervisor_is_killed(
+    runner_app: Stask, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """SIGKILL leaves the supervisor no time to pass a signal on: its children notice by
+    themselves (PR_SET_PDEATHSIG), stop gracefully and leave the node table."""
+    supervisor = spawn("-c", "1", "-p", "2")
+    wait_until(lambda: len(NodeStore(runner_app.store).all()) == 2, what="two children")
+    children = [int(node["pid"]) for node in NodeStore(runner_app.store).all()]
+    supervisor.kill()
+    supervisor.wait(timeout=30)
+    wait_until(lambda: NodeStore(runner_app.store).all() == [], what="the children to leave")
+
+    def gone(pid: int) -> bool:  # exited (a zombie not yet reaped by its new parent counts)
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        return state == "Z"
+
+    wait_until(lambda: all(gone(pid) for pid in children), what="the children to exit")
+
+
 def test_processes_option_supervises_runner_processes(
     runner_app: Stask, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:

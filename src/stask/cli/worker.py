@@ -102,10 +102,37 @@ def child_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+# Set in a --processes child's environment: the supervisor's pid (see stop_with_supervisor).
+SUPERVISOR_PID_ENV = "STASK_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_supervisor() -> None:
+    """In a ``--processes`` child: stop gracefully (SIGTERM) when the supervisor dies.
+
+    A supervisor killed outright (SIGKILL, the OOM killer) cannot forward a signal; without
+    this its children went on serving the database with nobody left to stop them. On Linux
+    the kernel sends the signal (PR_SET_PDEATHSIG); the parent pid is checked after setting
+    it, since the supervisor may have died before.
+    """
+    expected = os.environ.pop(SUPERVISOR_PID_ENV, "")
+    if not expected.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes  # only --processes children need it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(expected):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def supervise(processes: int, argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Run ``processes`` single-process runners and pass stop signals on to them."""
+    """Run ``processes`` single-process runners and pass stop signals on to them; they stop
+    by themselves if this process dies without passing one on."""
+    child_env = {**(os.environ if env is None else env), SUPERVISOR_PID_ENV: str(os.getpid())}
     children = [
-        subprocess.Popen([sys.executable, "-m", "stask", *argv], env=env) for _ in range(processes)
+        subprocess.Popen([sys.executable, "-m", "stask", *argv], env=child_env)
+        for _ in range(processes)
     ]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -174,4 +201,5 @@ def worker(
         ctx.exit(supervise(processes, argv, child_environment(app.settings)))
     runner = Runner(app, options)
     install_stop_handlers(runner)
+    stop_with_supervisor()
     runner.run()
