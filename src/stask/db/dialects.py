@@ -45,7 +45,7 @@ from stask.db.rows import (
     final_params,
     task_from_row,
 )
-from stask.db.store import Store
+from stask.db.store import Store, start_update
 from stask.db.tables import queue, tasks
 from stask.errors import StaskError
 from stask.models import Claim, Task, utcnow
@@ -180,14 +180,8 @@ class SQLiteStore(Store):
         NORMAL for this transaction): in WAL mode that commit survives a crash of any process,
         and only a power loss before the next synced commit could forget the start, which then
         costs no more than an attempt given back. A durable commit per prefetched task made
-        the SQLite drain fsync-bound (871 tasks/s against 4,099)."""
-        at = now or utcnow()
-        stmt = (
-            update(tasks)
-            .where(attempt_fence(claim.id, claim.token), tasks.c.started_at.is_(None))
-            .values(attempts=tasks.c.attempts + 1, started_at=at, updated_at=at)
-            .returning(tasks.c.attempts)
-        )
+        the drain fsync-bound."""
+        stmt = start_update(claim, now or utcnow()).returning(tasks.c.attempts)
         with self._writer, translate_errors(self.url), self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
@@ -312,7 +306,7 @@ class PostgresStore(Store):
         + ", ".join(f"{name} {kind}" for name, kind in _FINAL_COLUMNS.items())
         # `id = ANY(:ids)` keeps the planner on the primary key: joined on v alone it walked
         # ix_s_tasks_status_id over every status-50 entry, dead ones included, so each turn
-        # read more of the index than the last (a drain of 10,000 fell from 4,100 to 2,400/s).
+        # read more of the index than the last.
         + ") WHERE s_tasks.id = ANY(CAST(:ids AS BIGINT[])) AND "
         + attempt_fence_sql("s_tasks", "v")
         + " RETURNING s_tasks.id"
@@ -340,7 +334,7 @@ class PostgresStore(Store):
         (synchronous_commit off, for this transaction only): a crash of the runner cannot lose
         it, only a crash of the server within its WAL writer's delay, which then costs no more
         than an attempt given back. Waiting for the flush of every prefetched task's start made
-        the drain commit-bound (1,018 tasks/s at concurrency 4 against 3,820)."""
+        the drain commit-bound."""
         params = {"id": claim.id, "token": claim.token, "now": now or utcnow()}
         with self._one_statement() as conn:
             attempts = conn.execute(_PG_START, params).scalar_one_or_none()
@@ -445,9 +439,9 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
         ", removed AS (DELETE FROM s_queue USING picked WHERE s_queue.task_id = picked.task_id"
         " RETURNING s_queue.task_id, s_queue.priority, s_queue.run_at)"
         # The first :start in claim order start now; the rest are prefetched, not started.
-        # `status + 0`: the task is found by primary key, not through ix_s_tasks_status_id.
         ", ranked AS (SELECT task_id, row_number() OVER"
         " (ORDER BY priority, run_at, task_id) <= :start AS go FROM removed)"
+        # `status + 0`: the task is found by primary key, not through ix_s_tasks_status_id.
         ", claimed AS (UPDATE s_tasks SET "
         + claim_set
         + " FROM ranked WHERE s_tasks.id = ranked.task_id AND s_tasks.status + 0 = "

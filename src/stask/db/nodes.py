@@ -112,7 +112,9 @@ class NodeStore:
                 select(*STALE_COLUMNS).where(tasks.c.status == RUNNING, tasks.c.locked_at < cutoff)
             ).all()
         stale = [row for row in running if row.locked_by not in live]
-        ended: dict[Status, list[int]] = {s: [] for s in (PENDING_S, FAILED_S, CANCELLED_S)}
+        ended: dict[Status, list[int]] = {
+            s: [] for s in (Status.PENDING, Status.FAILED, Status.CANCELLED)
+        }
         for row in stale:
             status = _rescued_status(row)
             if self._take_over(row, status, cutoff, now):
@@ -123,10 +125,10 @@ class NodeStore:
                     delete(nodes).where(nodes.c.id.in_(dead), nodes.c.heartbeat_at < cutoff)
                 )
         return Rescue(
-            requeued=ended[PENDING_S],
-            failed=ended[FAILED_S],
+            requeued=ended[Status.PENDING],
+            failed=ended[Status.FAILED],
             dead_nodes=dead,
-            cancelled=ended[CANCELLED_S],
+            cancelled=ended[Status.CANCELLED],
         )
 
     def _take_over(
@@ -139,14 +141,14 @@ class NodeStore:
         task_id, node_id = int(row.id), str(row.locked_by)
         reason = f"runner {node_id} stopped heartbeating while it held this task"
         values: dict[str, Any] = {"status": status.code, "updated_at": now}
-        if status is PENDING_S:
+        if status is Status.PENDING:
             started = row.started_at is not None
             values |= {"run_at": now, "locked_by": None}
             if started:
                 values |= {"message": f"Rescued: {reason}; queued again", "error": reason}
             else:  # it never started: its attempt is not spent
                 values["message"] = f"Rescued before it started: {reason}; queued again"
-        elif status is CANCELLED_S:
+        elif status is Status.CANCELLED:
             values |= {
                 "finished_at": now,
                 "message": f"Cancelled: its cancel was requested and {reason}",
@@ -164,7 +166,7 @@ class NodeStore:
             taken = update(tasks).where(fence, silent).values(**values)
             if conn.execute(taken).rowcount == 0:
                 return False
-            if status is PENDING_S:
+            if status is Status.PENDING:
                 self.store.enqueue_existing(conn, [task_id])
             conn.execute(
                 insert(task_logs).values(
@@ -225,13 +227,10 @@ class NodeStore:
         return sorted(requeue + cancel)
 
 
-PENDING_S, FAILED_S, CANCELLED_S = Status.PENDING, Status.FAILED, Status.CANCELLED
-
-
 def _rescued_status(row: _StaleRow) -> Status:
     """How a rescue ends a task of a silent node."""
     if row.cancel_requested:
-        return CANCELLED_S
+        return Status.CANCELLED
     if row.attempts < row.max_attempts:  # a prefetched task's attempt was never counted
-        return PENDING_S
-    return FAILED_S
+        return Status.PENDING
+    return Status.FAILED
