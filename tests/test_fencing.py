@@ -21,7 +21,7 @@ from stask.db.engine import build_engine
 from stask.db.nodes import STALE_COLUMNS, NodeInfo, NodeStore
 from stask.db.rows import Outcome
 from stask.db.tables import queue, tasks
-from stask.errors import DatabaseConflict, DatabaseUnavailable, StaskError
+from stask.errors import DatabaseConflict, DatabaseError, DatabaseUnavailable, StaskError
 from stask.models import Claim, utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
@@ -456,3 +456,37 @@ def test_max_runs_bounds_a_failing_task_whatever_its_max_attempts(app: Stask) ->
         app.process_pending()
     done = app.get(task_id)
     assert (done.status, done.attempts) == (Status.FAILED, 2)
+
+
+def test_run_pending_records_an_outcome_the_database_refuses_as_that_tasks_failure(
+    app: Stask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the daemon: a value the database refuses fails its own task with the reason and
+    the batch goes on; a database that is away still stops it."""
+    real = app.store.finish_many
+    refused: list[int] = []
+
+    def refusing(finished: Any, logs: Any = ()) -> set[int]:
+        claim, outcome = finished[0]
+        if outcome.status is Status.COMPLETED and claim.id not in refused:
+            refused.append(claim.id)
+            raise DatabaseError("database error: value too long for type character varying")
+        return real(finished, logs)
+
+    monkeypatch.setattr(app.store, "finish_many", refusing)
+    first, second = app.create_many([("inventory", "sync_stock")] * 2)
+    assert app.process_pending() == 2
+    for task_id in (first, second):
+        done = app.get(task_id)
+        assert done.status is Status.FAILED
+        assert done.message is not None
+        assert "could not record this task's outcome" in done.message
+        assert "value too long" in done.message
+
+    def away(finished: Any, logs: Any = ()) -> set[int]:
+        raise DatabaseUnavailable("cannot use the database")
+
+    monkeypatch.setattr(app.store, "finish_many", away)
+    app.create("inventory", "sync_stock")
+    with pytest.raises(DatabaseUnavailable):
+        app.process_pending()

@@ -577,6 +577,9 @@ def test_processes_children_stop_when_their_supervisor_is_killed(
         return state == "Z"
 
     wait_until(lambda: all(gone(pid) for pid in children), what="the children to exit")
+    assert len(children) == 2
+    assert [gone(pid) for pid in children] == [True, True]
+    assert NodeStore(runner_app.store).all() == []  # they stopped gracefully: no stale nodes
 
 
 def test_processes_option_supervises_runner_processes(

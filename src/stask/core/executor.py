@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
 import logging
 import resource
+import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,14 @@ from stask.core.values import Limits, storable_text
 from stask.core.worker import BaseWorker
 from stask.db.rows import Outcome
 from stask.db.store import Store
-from stask.errors import DatabaseError, Retry, StaskError
+from stask.errors import (
+    DatabaseConflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    Retry,
+    SchemaMissing,
+    StaskError,
+)
 from stask.models import Claim, JSONDict, Status, Task, utcnow
 
 if TYPE_CHECKING:
@@ -35,6 +44,27 @@ ERROR_MESSAGE_LIMIT = 500
 # Set while a Ctrl-C of the person running `stask run-pending` is being delivered: that
 # KeyboardInterrupt stops the batch; one that task code raises is that attempt's failure.
 INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_the_batch() -> Iterator[None]:
+    """While a batch runs tasks in this (main) thread, a KeyboardInterrupt that a task raises
+    is that task's failure; one from Ctrl-C (SIGINT) is marked so, and stops the batch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        INTERRUPTED.clear()
 
 
 class StoreSink:
@@ -113,9 +143,10 @@ class Executor:
             return None
         try:
             accepted = self.app.store.finish_many([(task.claim, finished.outcome)], finished.logs)
-        except StaskError:
-            raise
-        except Exception as exc:  # a value stask could not write: record why, without them
+        except Exception as exc:
+            if not refused_value(exc):  # the database is away or busy: the caller's to handle
+                raise
+            # A value the database refused: record why instead, without the values.
             log.warning("task %s: could not record its outcome: %s", task.id, _error_line(exc))
             accepted = self.app.store.finish_many([(task.claim, unrecordable(exc))])
         if task.id not in accepted:
@@ -313,6 +344,17 @@ class WorkerUnavailable(StaskError):
 
 # A snooze longer than this is taken as this (a year): the datetime arithmetic stays in range.
 MAX_SNOOZE_SECONDS = 366 * 86400.0
+
+
+def refused_value(err: Exception) -> bool:
+    """Whether recording failed on what was recorded (a value the database refused, a bug),
+    not on the database being away or busy: recording the same outcome again would fail
+    again, so it is replaced by ``unrecordable``."""
+    if not isinstance(err, StaskError):
+        return True
+    return isinstance(err, DatabaseError) and not isinstance(
+        err, DatabaseUnavailable | DatabaseConflict | SchemaMissing
+    )
 
 
 def unrecordable(exc: BaseException) -> Outcome:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -11,11 +10,9 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -674,7 +671,7 @@ class Stask:
         liveness.start()
         done = 0
         try:
-            with ctrl_c_stops_the_batch():
+            with executor_module.ctrl_c_stops_the_batch():
                 while done < batch_size:
                     claimed = self.store.claim(self.node_id, identifiers, 1)
                     if not claimed:
@@ -910,27 +907,6 @@ class Stask:
             missed = "; earlier missed runs were skipped" if due.skipped else ""
             self.log(task_id, "info", f"Scheduled run for {local:%Y-%m-%d %H:%M %Z}{missed}")
         return ids
-
-
-@contextlib.contextmanager
-def ctrl_c_stops_the_batch() -> Iterator[None]:
-    """While a batch runs tasks in this (main) thread, a KeyboardInterrupt that a task raises
-    is that task's failure; one from Ctrl-C (SIGINT) is marked so, and stops the batch."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def interrupted(signum: int, frame: Any) -> None:
-        executor_module.INTERRUPTED.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        executor_module.INTERRUPTED.clear()
 
 
 def _worker_defaults(app: Stask, cls: type[BaseWorker]) -> JSONDict:

@@ -19,21 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stask.core.context import TaskContext
-from stask.core.executor import Executor, Finished, unrecordable
+from stask.core.executor import Executor, Finished, refused_value, unrecordable
 from stask.core.facade import Stask
 from stask.core.liveness import Liveness
 from stask.core.queues import check_queue_name
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore, Rescue
 from stask.db.rows import Outcome
-from stask.errors import (
-    ConfigError,
-    DatabaseConflict,
-    DatabaseError,
-    DatabaseUnavailable,
-    SchemaMissing,
-    StaskError,
-)
+from stask.errors import ConfigError, StaskError
 from stask.models import Claim, JSONDict, Task
 from stask.runner.pace import Pace
 
@@ -263,7 +256,7 @@ class Runner:
                     self._recorded(batch, accepted)
                     failures = 0
                 except Exception as err:
-                    if _poisonous(err):  # a value in the batch the database refused
+                    if refused_value(err):  # a value in the batch the database refused
                         log.warning("recording %d outcomes failed: %s", len(batch), err)
                         self._record_one_by_one(batch)
                         continue
@@ -416,7 +409,7 @@ class Runner:
                     self._recorded(batch, accepted)
                     failures = 0
                 except Exception as err:
-                    if _poisonous(err):  # a value in the batch the database refused
+                    if refused_value(err):  # a value in the batch the database refused
                         log.warning("recording %d outcomes failed: %s", len(batch), err)
                         self._record_one_by_one(batch)
                         continue
@@ -447,7 +440,7 @@ class Runner:
             try:
                 accepted = self.store.finish_many(*_to_record([item]))
             except Exception as err:
-                if not _poisonous(err):
+                if not refused_value(err):
                     log.warning("task %s: outcome not recorded yet: %s", item.task.id, err)
                     self._unrecorded([item])
                     continue
@@ -551,16 +544,6 @@ class Runner:
             log.info("released %d task(s) back to the queue", len(released))
         except StaskError as err:  # the rescuer requeues them after the lease instead
             log.warning("could not release %s: %s", [claim.id for claim in claims], err)
-
-
-def _poisonous(err: Exception) -> bool:
-    """Whether recording failed on what was recorded (a value the database refused, a bug),
-    not on the database being away or busy: trying the same batch again would fail again."""
-    if not isinstance(err, StaskError):
-        return True
-    return isinstance(err, DatabaseError) and not isinstance(
-        err, DatabaseUnavailable | DatabaseConflict | SchemaMissing
-    )
 
 
 def _to_record(batch: list[Finished]) -> tuple[list[tuple[Claim, Outcome]], list[JSONDict]]:
