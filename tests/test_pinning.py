@@ -27,7 +27,7 @@ from stask.errors import InvalidOptions, TaskNotFound
 from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
-from tests.helpers import wait_until
+from tests.helpers import Processes, wait_until
 
 STASK = str(Path(sys.executable).with_name("stask"))
 WORKERS = "tests.pinning_workers"
@@ -355,7 +355,6 @@ def test_clean_old_files_removes_only_folders_of_tasks_that_are_gone(
 def worker_proc(
     cli_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[tuple[subprocess.Popen[str], Path]] = []
     env = {
         **cli_env,
         "STASK_WORKERS": WORKERS,
@@ -363,25 +362,12 @@ def worker_proc(
         "STASK_HEARTBEAT_SECONDS": "0.5",
     }
 
-    def start(*args: str) -> subprocess.Popen[str]:
-        err = tmp_path / f"worker-{len(started)}.err"
-        with err.open("w") as sink:  # a file, not a pipe: a chatty runner never blocks on it
-            proc = subprocess.Popen(
-                [STASK, "worker", "--poll", "0.1", *args],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-                text=True,
-            )
-        started.append((proc, err))
-        return proc
+    with Processes(tmp_path, "worker") as workers:
 
-    yield start
-    for proc, err in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        print(f"--- worker {proc.pid} (exit {proc.returncode}) stderr:\n{err.read_text()}")
+        def start(*args: str) -> subprocess.Popen[str]:
+            return workers.start([STASK, "worker", "--poll", "0.1", *args], env)
+
+        yield start
 
 
 def test_sigterm_hands_prefetched_tasks_back_before_the_grace_ends(

@@ -20,7 +20,7 @@ import pytest
 from stask import Stask, Status
 from stask.models import utcnow
 from tests.conftest import ROOT, fresh_app, fresh_database
-from tests.helpers import wait_until
+from tests.helpers import Processes, wait_until
 from tests.test_runner import WORKERS
 
 STASK = str(Path(sys.executable).with_name("stask"))
@@ -276,28 +276,12 @@ def runner_app(db_url: str, storage: Path) -> Iterator[Stask]:
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start `stask ...` processes (stderr to a file); killed and shown after the test."""
-    procs: list[tuple[subprocess.Popen[str], Path]] = []
+    with Processes(tmp_path, "stask") as procs:
 
-    def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-        err = tmp_path / f"proc-{len(procs)}.err"
-        with err.open("w") as sink:
-            proc = subprocess.Popen(
-                [STASK, *args],
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-                text=True,
-            )
-        procs.append((proc, err))
-        return proc
+        def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+            return procs.start([STASK, *args], env, cwd=tmp_path)
 
-    yield start
-    for proc, err in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        print(f"--- {proc.args} (exit {proc.returncode}) stderr:\n{err.read_text()}")
+        yield start
 
 
 def _run_env(cli_env: dict[str, str]) -> dict[str, str]:

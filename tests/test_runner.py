@@ -29,7 +29,7 @@ from stask.models import utcnow
 from stask.runner import Runner, RunnerOptions, daemon
 from stask.settings import load_settings
 from tests.conftest import fresh_app
-from tests.helpers import wait_until
+from tests.helpers import Processes, wait_until
 from tests.test_cli import stask
 
 STASK = str(Path(sys.executable).with_name("stask"))
@@ -55,28 +55,12 @@ def runner_env(cli_env: dict[str, str]) -> dict[str, str]:
 def spawn(
     runner_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[tuple[subprocess.Popen[str], Path]] = []
+    with Processes(tmp_path, "runner") as runners:
 
-    def start(*args: str) -> subprocess.Popen[str]:
-        err = tmp_path / f"runner-{len(started)}.err"
-        with err.open("w") as sink:  # a file, not a pipe: a chatty runner never blocks on it
-            proc = subprocess.Popen(
-                [STASK, "worker", "--poll", "0.1", *args],
-                env=runner_env,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-                text=True,
-            )
-        started.append((proc, err))
-        return proc
+        def start(*args: str) -> subprocess.Popen[str]:
+            return runners.start([STASK, "worker", "--poll", "0.1", *args], runner_env)
 
-    yield start
-    for proc, err in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        # Shown by pytest when the test failed: what each runner logged.
-        print(f"--- runner {proc.pid} (exit {proc.returncode}) stderr:\n{err.read_text()}")
+        yield start
 
 
 def test_backoff_grows_exponentially_with_jitter() -> None:
