@@ -67,7 +67,7 @@ from stask.db.rows import (
     outcome_params,
     task_from_row,
 )
-from stask.db.tables import nodes, queue, queue_controls, task_logs, tasks, workers
+from stask.db.tables import ALL_TABLES, queue, task_logs, tasks, workers
 from stask.errors import DatabaseConflict, DatabaseError, StaskError
 from stask.models import Claim, JSONDict, LogEntry, Status, Task, utcnow
 
@@ -929,7 +929,7 @@ class Store(abc.ABC):
     def truncate_all(self) -> None:
         """Empty every stask table (tests and `stask` maintenance only)."""
         with self.writing() as conn:
-            for table in (queue, task_logs, tasks, workers, queue_controls, nodes):
+            for table in reversed(ALL_TABLES):
                 conn.execute(delete(table))
         self.control_cache.forget()
 

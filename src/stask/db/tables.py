@@ -233,7 +233,110 @@ queue_controls = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
-ALL_TABLES = (workers, tasks, queue, task_logs, nodes, queue_controls)
+# People and how they authenticate (revision 0008). ``scopes`` lists the worker scopes the role
+# applies to; an empty list means every scope. A NULL password_hash cannot log in.
+users = Table(
+    "s_users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("role", String(20), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# Server-side sessions: the cookie holds a random value, this table only its SHA-256.
+sessions = Table(
+    "s_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("address", String(64), nullable=True),
+    Column("user_agent", String(255), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_seen_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("revoked_at", Timestamp, nullable=True),
+)
+Index("ix_s_sessions_user_id", sessions.c.user_id)
+
+# Bearer tokens for scripts, stored as their SHA-256 (they carry 256 random bits).
+api_tokens = Table(
+    "s_api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_used_at", Timestamp, nullable=True),
+    Column("revoked_at", Timestamp, nullable=True),
+)
+Index("ix_s_api_tokens_user_id", api_tokens.c.user_id)
+
+# Append-only: who did what, when, from where. Nothing in stask updates or deletes a row.
+audit = Table(
+    "s_audit",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", Timestamp, nullable=False),
+    Column("actor", String(100), nullable=True),
+    Column("action", String(100), nullable=False),
+    Column("target", String(255), nullable=True),
+    Column("address", String(64), nullable=True),
+    Column("outcome", String(20), nullable=False),
+    Column("detail", Json, nullable=True),
+)
+Index("ix_s_audit_at", audit.c.at)
+# Login throttling counts recent failures per account and per address.
+Index("ix_s_audit_actor_action_at", audit.c.actor, audit.c.action, audit.c.at)
+Index("ix_s_audit_address_action_at", audit.c.address, audit.c.action, audit.c.at)
+
+# Statistics rolled up per hour and worker as tasks end, so no summary scans s_tasks.
+# duration_buckets holds counts per fixed duration bound (stask.core.stats), for p95.
+stats = Table(
+    "s_stats",
+    metadata,
+    Column("hour", Timestamp, primary_key=True),
+    Column("identifier", String(100), primary_key=True),
+    Column("completed", BigInteger, nullable=False, server_default="0"),
+    Column("failed", BigInteger, nullable=False, server_default="0"),
+    Column("cancelled", BigInteger, nullable=False, server_default="0"),
+    Column("duration_ms_sum", BigInteger, nullable=False, server_default="0"),
+    Column("duration_count", BigInteger, nullable=False, server_default="0"),
+    Column("memory_sum", BigInteger, nullable=False, server_default="0"),
+    Column("memory_count", BigInteger, nullable=False, server_default="0"),
+    Column("duration_buckets", Json, nullable=False),
+    Column("last_finished_at", Timestamp, nullable=True),
+)
+
+# Small named state rows: the rollup's watermark and the like.
+state = Table(
+    "s_state",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Json, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+ALL_TABLES = (
+    workers,
+    tasks,
+    queue,
+    task_logs,
+    nodes,
+    queue_controls,
+    users,
+    sessions,
+    api_tokens,
+    audit,
+    stats,
+    state,
+)
 
 
 # Any Unicode in every text column even where the database default is latin1 (upstream MariaDB
@@ -246,7 +349,22 @@ MYSQL_TEXT: dict[str, Any] = {"mysql_charset": "utf8mb4", "mariadb_charset": "ut
 DDL_OPTIONS: dict[str, dict[str, Any]] = {
     # Room for HOT updates of the progress columns, which are never indexed.
     "s_tasks": {"postgresql_with": {"fillfactor": 80}, **MYSQL_TEXT},
-    **dict.fromkeys(("s_workers", "s_queue", "s_task_logs", "s_nodes", "s_queues"), MYSQL_TEXT),
+    **dict.fromkeys(
+        (
+            "s_workers",
+            "s_queue",
+            "s_task_logs",
+            "s_nodes",
+            "s_queues",
+            "s_users",
+            "s_sessions",
+            "s_api_tokens",
+            "s_audit",
+            "s_stats",
+            "s_state",
+        ),
+        MYSQL_TEXT,
+    ),
 }
 
 
