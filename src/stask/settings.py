@@ -115,6 +115,20 @@ def _module_list(value: Any) -> list[str]:
     return names
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+    raise _Invalid("Input should be a valid boolean")
+
+
 # Field name -> (coercion, default factory), in the order errors are reported.
 _FIELDS: dict[str, tuple[Callable[[Any], Any], Callable[[], Any]]] = {
     "database_url": (_string, lambda: DEFAULT_DATABASE_URL),
@@ -130,6 +144,23 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Callable[[], Any]]] = {
     "max_log_context_bytes": (_positive_int, lambda: 64 * 1024),
     # The most times one task runs in all, snoozes (`raise Retry`) included.
     "max_runs": (_positive_int, lambda: 100),
+    # Performance alerts (the seed's defaults): success rate below this percent, mean duration
+    # above these seconds, mean peak memory above these bytes.
+    "alert_success_rate": (_positive_float, lambda: 95.0),
+    "alert_average_duration": (_positive_float, lambda: 300.0),
+    "alert_average_memory": (_positive_float, lambda: float(100 * 1024 * 1024)),
+    # Statistics roll up tasks that finished at least this long ago (commit lag, clock skew);
+    # summaries add the newer ones live.
+    "stats_grace_seconds": (_positive_float, lambda: 30.0),
+    # The web app: session lifetime, login throttling, uploads, and extra option keys to redact.
+    "session_hours": (_positive_float, lambda: 12.0),
+    "login_max_failures": (_positive_int, lambda: 5),
+    "login_window_seconds": (_positive_float, lambda: 900.0),
+    "max_upload_bytes": (_positive_int, lambda: 50 * 1024 * 1024),
+    "redact_keys": (_module_list, list),
+    # Serve the session cookie without Secure (and without the __Host- prefix) over plain HTTP on
+    # a non-loopback address. Only behind a network you trust: prefer TLS in front of stask.
+    "insecure_cookies": (_bool, lambda: False),
 }
 
 
@@ -153,6 +184,16 @@ class Settings:
     max_message_bytes: int
     max_log_context_bytes: int
     max_runs: int
+    alert_success_rate: float
+    alert_average_duration: float
+    alert_average_memory: float
+    stats_grace_seconds: float
+    session_hours: float
+    login_max_failures: int
+    login_window_seconds: float
+    max_upload_bytes: int
+    redact_keys: list[str]
+    insecure_cookies: bool
 
     def __init__(self, **values: Any) -> None:
         from_file = _read_toml(config_file_path())
