@@ -104,6 +104,8 @@ def cli_env(db_url: str, storage: Path) -> dict[str, str]:
         STASK_WORKERS=",".join(TEST_WORKERS),
         PYTHONPATH=str(ROOT),
         COLUMNS="200",
+        # `stask run` serves the web app too: on a free port, so parallel tests never collide.
+        STASK_PORT="0",
     )
     return env
 

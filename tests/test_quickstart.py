@@ -36,7 +36,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.upper().startswith("STASK_") and key != "PYTHONPATH"
     }
-    return {**env, "COLUMNS": "200", **extra}
+    # `stask run` serves the web app: on a free port, so parallel tests never collide.
+    return {**env, "COLUMNS": "200", "STASK_PORT": "0", **extra}
 
 
 def run_in(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

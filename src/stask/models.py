@@ -259,3 +259,54 @@ def to_utc_naive(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """What a task list, count, export or bulk action selects; empty fields select all.
+
+    ``identifiers`` limits the rows to workers a caller may see (None: no limit; an empty
+    tuple: nothing). Listing pages by id, newest first: ``before_id`` is the keyset cursor.
+    """
+
+    task_id: int | None = None
+    statuses: tuple[Status, ...] = ()
+    identifier: str | None = None
+    identifiers: tuple[str, ...] | None = None
+    action: str | None = None
+    queue: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+    meta: tuple[tuple[str, str], ...] = ()
+    before_id: int | None = None
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "task_id": self.task_id,
+            "statuses": [s.value for s in self.statuses],
+            "identifier": self.identifier,
+            "identifiers": None if self.identifiers is None else list(self.identifiers),
+            "action": self.action,
+            "queue": self.queue,
+            "created_from": _iso(self.created_from),
+            "created_to": _iso(self.created_to),
+            "meta": [list(pair) for pair in self.meta],
+        }
+
+    @classmethod
+    def from_dict(cls, data: JSONDict) -> TaskQuery:
+        def moment(value: Any) -> dt.datetime | None:
+            return None if value is None else to_utc_naive(dt.datetime.fromisoformat(value))
+
+        identifiers = data.get("identifiers")
+        return cls(
+            task_id=data.get("task_id"),
+            statuses=tuple(Status.parse(s) for s in data.get("statuses") or ()),
+            identifier=data.get("identifier"),
+            identifiers=None if identifiers is None else tuple(identifiers),
+            action=data.get("action"),
+            queue=data.get("queue"),
+            created_from=moment(data.get("created_from")),
+            created_to=moment(data.get("created_to")),
+            meta=tuple((str(k), str(v)) for k, v in data.get("meta") or ()),
+        )

@@ -34,7 +34,7 @@ COMMANDS = {
     "stats": LazyCommand("stask.cli.tasks:stats", "Task counts per status."),
     "run": LazyCommand(
         "stask.cli.run:run",
-        "Run the task runner here with a live progress table. Ctrl-C stops it gracefully.",
+        "Run the web app and the task runner here, with a live progress table.",
     ),
     "run-pending": LazyCommand(
         "stask.cli.run:run_pending",
@@ -52,6 +52,16 @@ COMMANDS = {
     "schedule": LazyCommand(
         "stask.cli.schedule:schedule",
         "Show and edit worker schedules (manual, once, periodic, regular, cron).",
+    ),
+    "web": LazyCommand(
+        "stask.cli.web:web", "Serve the REST API (and admin UI) with uvicorn until Ctrl-C."
+    ),
+    "users": LazyCommand(
+        "stask.cli.users:users", "Manage the people who may log in to the web app."
+    ),
+    "tokens": LazyCommand(
+        "stask.cli.users:tokens",
+        "Manage API tokens for scripts (sent as 'Authorization: Bearer <token>').",
     ),
     "queues": LazyCommand(
         "stask.cli.queues:queues",

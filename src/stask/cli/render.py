@@ -12,6 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from stask.core.redact import Redactor
 from stask.models import LogEntry, Task, WorkerInfo
 
 STATUS_STYLES = {
@@ -34,6 +35,9 @@ LEVEL_STYLES = {
 
 
 _INLINE_MARKDOWN = re.compile(r"\*\*(.+?)\*\*|`([^`]+)`")
+
+
+DEFAULT_REDACTOR = Redactor()
 
 
 def markdown_text(message: str | None) -> Text:
@@ -147,7 +151,8 @@ def tasks_table(
     return table
 
 
-def task_detail(task: Task) -> Table:
+def task_detail(task: Task, redact: Redactor = DEFAULT_REDACTOR) -> Table:
+    """Option and result values under secret-looking keys show as [redacted]."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -160,8 +165,8 @@ def task_detail(task: Task) -> Table:
         ("ETA", nice_eta(task.eta_seconds)),
         ("Message", markdown_text(task.message)),
         ("Attempts", f"{task.attempts} of {task.max_attempts}"),
-        ("Options", Text(str(task.options))),
-        ("Result", Text("" if task.result is None else str(task.result))),
+        ("Options", Text(str(redact(task.options)))),
+        ("Result", Text("" if task.result is None else str(redact(task.result)))),
         ("Created", when(task.created_at)),
         ("Run at", when(task.run_at)),
         ("Started", when(task.started_at)),
@@ -199,11 +204,11 @@ def workers_table(workers: Sequence[WorkerInfo], counts: dict[str, int]) -> Tabl
     return table
 
 
-def log_line(entry: LogEntry) -> Text:
+def log_line(entry: LogEntry, redact: Redactor = DEFAULT_REDACTOR) -> Text:
     line = Text(f"[{when(entry.ts)}] ")
     line.append(f"{entry.level.upper():8}", style=LEVEL_STYLES.get(entry.level, ""))
     line.append(f" {entry.message}")
-    context = {k: v for k, v in entry.context.items() if k != "traceback"}
+    context = redact({k: v for k, v in entry.context.items() if k != "traceback"})
     if context:
         line.append(f" {context}", style="grey50")
     if "traceback" in entry.context:

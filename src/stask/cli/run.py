@@ -11,6 +11,7 @@ from rich.text import Text
 
 from stask.cli.base import echo_json, pass_app
 from stask.cli.render import tasks_table
+from stask.cli.web import announce, host_option, port_option, prefix_option, serve_in_thread
 from stask.cli.worker import (
     concurrency_option,
     grace_option,
@@ -80,10 +81,41 @@ def _board(app: Stask, width: int, note: str = "") -> RenderableType:
 @grace_option
 @poll_option
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is due or running.")
+@host_option
+@port_option
+@prefix_option
+@click.option("--no-web", is_flag=True, help="Run only the task runner.")
 @pass_app
-def run(app: Stask, concurrency: int, grace: float, poll: float, until_idle: bool) -> None:
-    """Run the task runner here with a live progress table. Ctrl-C stops it gracefully."""
+def run(
+    app: Stask,
+    concurrency: int,
+    grace: float,
+    poll: float,
+    until_idle: bool,
+    host: str,
+    port: int,
+    prefix: str,
+    no_web: bool,
+) -> None:
+    """Run the web app and the task runner here, with a live progress table.
+
+    Prints the web app's URL (and, on the very first start, the admin's one-time password).
+    Ctrl-C stops gracefully: running tasks finish within the grace period.
+    """
     _warn_without_workers(app)
+    served = None
+    if not no_web:
+        app.store.ping()
+        served = serve_in_thread(app, host, port, prefix)
+        announce(app, served, host)
+    try:
+        _run_runner(app, concurrency, grace, poll, until_idle)
+    finally:
+        if served is not None:
+            served.stop()
+
+
+def _run_runner(app: Stask, concurrency: int, grace: float, poll: float, until_idle: bool) -> None:
     options = RunnerOptions(concurrency=concurrency, poll_seconds=poll, grace_seconds=grace)
     options.validate()
     runner = Runner(app, options)

@@ -89,7 +89,7 @@ def create(
         deadline=deadline,
     )
     if as_json:
-        echo_json(task.to_dict())
+        echo_json(app.listing.detail(task))
     else:
         click.echo(
             f"Created task {task.id}: {task.identifier} → {task.action} ({task.display_status})"
@@ -118,7 +118,7 @@ def tasks_(
         status=list(status) or None, worker=worker, action=action, limit=limit, offset=offset
     )
     if as_json:
-        echo_json([task.to_dict() for task in found])
+        echo_json([app.listing.detail(task) for task in found])
     elif not found:
         click.echo("No tasks.")
     else:
@@ -144,13 +144,13 @@ def show(app: Stask, task_id: int, as_json: bool) -> None:
         if "traceback" in entry.context
     ]
     if as_json:
-        data = task.to_dict()
+        data = app.listing.detail(task)
         data["eta"] = nice_eta(task.eta_seconds)
         data["attempt_errors"] = attempts
         echo_json(data)
         return
     console = Console()
-    console.print(task_detail(task))
+    console.print(task_detail(task, app.redactor))
     for failed in attempts:
         console.print(f"\n[bold]Attempt {failed['attempt']}[/bold] failed at {failed['at']}:")
         console.print(Text(str(failed["traceback"]).rstrip(), style="red"))
@@ -169,9 +169,9 @@ def logs(app: Stask, task_id: int, follow: bool, as_json: bool) -> None:
     while True:
         for entry in app.get_logs(task_id, after_id=last_id):
             if as_json:
-                echo_json(entry.to_dict())
+                echo_json(app.listing.log(entry))
             else:
-                console.print(log_line(entry))
+                console.print(log_line(entry, app.redactor))
             last_id = entry.id
         if not follow or app.get(task_id).is_finished:
             if follow:  # lines written between the last read and the end

@@ -23,6 +23,7 @@ from stask.core import schedules
 from stask.core.config import deep_merge
 from stask.core.executor import Executor
 from stask.core.liveness import Liveness
+from stask.core.operations import Operations
 from stask.core.queues import check_limits, check_queue_name, check_until
 from stask.core.registry import Registry, import_class
 from stask.core.values import check_json
@@ -122,7 +123,7 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
-class Stask:
+class Stask(Operations):
     """Create, run, watch and manage tasks. Settings come from arguments, env and stask.toml."""
 
     def __init__(
