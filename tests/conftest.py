@@ -82,7 +82,7 @@ def fresh_app(db_url: str, storage: Path, *modules: str) -> Iterator[Stask]:
     instance = Stask(
         database_url=db_url, storage=storage, workers=list(modules), use_entry_points=False
     )
-    instance.store.truncate_all()
+    instance.store.housekeeping.truncate_all()
     instance.discover()
     yield instance
     instance.close()
