@@ -237,7 +237,7 @@ def drain(
         return {
             "tasks": count,
             "done": runner.completed,
-            "left_in_queue": app.store.queued_count(),
+            "left_in_queue": app.store.task_reads.queued_count(),
             "seconds": round(elapsed, 3),
             "per_second": round(count / elapsed, 1),
             "prefetch": runner.prefetch,

@@ -3,9 +3,9 @@
 A fresh database gets 1,000,000 finished tasks (one ``INSERT ... SELECT generate_series``), then:
 the drain throughput there against an empty database (alternating, medians), and a soak of
 ``--minutes`` with a producer enqueueing ``--rate`` tasks/s while a runner (concurrency 4)
-works. Per minute: throughput, claim latency p99 (``store.record_and_claim`` timed by wrapping
-it: one turn, recording finished outcomes and claiming), queue depth and the dead tuples of
-s_queue and s_tasks (pg_stat_user_tables).
+works. Per minute: throughput, claim latency p99 (``store.claims.record_and_claim`` timed
+by wrapping it: one turn, recording finished outcomes and claiming), queue depth and the dead
+tuples of s_queue and s_tasks (pg_stat_user_tables).
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def soak(
                 handle.check()
                 after, done = table_stats(db), runner.completed
                 per_minute.append(minute_figures(minute, before, after, done - done_before, claims))
-                per_minute[-1]["queue_depth"] = app.store.queued_count()
+                per_minute[-1]["queue_depth"] = app.store.task_reads.queued_count()
                 per_minute[-1]["autovacuum_stand_in"] = list(vacuumer.actions)
                 vacuumer.actions.clear()
                 print(f"  minute {minute}: {json.dumps(per_minute[-1])}", flush=True)

@@ -4,7 +4,7 @@
 execute (an executemany is one call), ``statements`` weighs an executemany by its parameter
 sets, and ``round_trips`` adds what never reaches a cursor event: each transaction's BEGIN, its
 COMMIT or ROLLBACK, and the pool's pre-ping on checkout. ``CallTimer`` wraps a method (such as
-``store.claim``) on one or more objects to time its calls.
+``store.claims.claim``) on one or more objects to time its calls.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from sqlalchemy import event
 from bench.common import sqlite_database
 from bench.measure_stask import NOOP, prepared_app, quiet_logs
 from stask import Stask
-from stask.db.rows import Outcome, final_payload
+from stask.db.rows import final_payload
 from stask.db.tables import tasks
-from stask.models import Claim, Status, utcnow
+from stask.models import Claim, Outcome, Status, utcnow
 
 NODE = "bench-turncost"
 STATUS_AT = [column.name for column in tasks.c].index("status")
@@ -57,7 +57,7 @@ def stask_turns(app: Stask, batch: int, turns: int) -> tuple[float, str, tuple[A
     try:
         for turn in range(turns + 1):
             now = utcnow()
-            claimed, _ = app.store.record_and_claim(
+            claimed, _ = app.store.claims.record_and_claim(
                 NODE, identifiers, batch, finished=finished, now=now
             )
             if len(claimed) != batch:

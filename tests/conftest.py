@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+import stask
 from stask import Stask
 from stask.db.dialects import store_for
 from stask.db.engine import build_engine, parse_url
@@ -28,6 +29,7 @@ ADMIN_URLS = {
     "mariadb": os.environ.get("STASK_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 TEST_WORKERS = ["tests.sample_workers"]
+STASK_SOURCE = str(Path(stask.__file__).resolve().parent.parent)
 
 
 def _server_database(dialect: str) -> Iterator[str]:
@@ -82,7 +84,7 @@ def fresh_app(db_url: str, storage: Path, *modules: str) -> Iterator[Stask]:
     instance = Stask(
         database_url=db_url, storage=storage, workers=list(modules), use_entry_points=False
     )
-    instance.store.truncate_all()
+    instance.store.housekeeping.truncate_all()
     instance.discover()
     yield instance
     instance.close()
@@ -102,7 +104,8 @@ def cli_env(db_url: str, storage: Path) -> dict[str, str]:
         STASK_DATABASE_URL=db_url,
         STASK_STORAGE=str(storage),
         STASK_WORKERS=",".join(TEST_WORKERS),
-        PYTHONPATH=str(ROOT),
+        # The processes import the very stask this test imported (a checkout's src/ included).
+        PYTHONPATH=os.pathsep.join([str(ROOT), STASK_SOURCE]),
         COLUMNS="200",
         # `stask run` serves the web app too: on a free port, so parallel tests never collide.
         STASK_PORT="0",

@@ -18,10 +18,10 @@ def test_counter_counts_no_begin_or_commit_that_autocommit_never_sends(
 ) -> None:
     app.create_many([("inventory", "sync_stock")] * 4)
     store = hot_path_store(app.store)
-    first, _ = store.record_and_claim("n1", ["inventory"], 2)  # fills the 1 s control caches
+    first, _ = store.claims.record_and_claim("n1", ["inventory"], 2)  # fills the 1 s control caches
     counter = SqlCounter(store.engine).attach()
     try:
-        claimed, _ = store.record_and_claim("n1", ["inventory"], 2)
+        claimed, _ = store.claims.record_and_claim("n1", ["inventory"], 2)
     finally:
         counter.detach()
         store.dispose()

@@ -13,6 +13,7 @@ import click
 import pytest
 from sqlalchemy import text
 
+import stask as stask_package
 from stask import Stask, Status
 from stask.cli import COMMANDS, cli
 from stask.models import utcnow
@@ -269,7 +270,8 @@ def test_run_until_idle_processes_everything(app: Stask, cli_env: dict[str, str]
 
 def test_settings_come_from_stask_toml(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STASK_")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    source = Path(stask_package.__file__).resolve().parent.parent  # the stask imported here
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), str(source)])
     database = tmp_path / "data" / "from-toml.db"
     (tmp_path / "stask.toml").write_text(
         f'database_url = "sqlite:///{database}"\n'

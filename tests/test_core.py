@@ -143,9 +143,9 @@ def test_settings_defaults_merged_with_stored(app: Stask) -> None:
     assert app.get_config("inventory", "api.timeout") == 60
     assert app.get_config("inventory", "api.url") == "https://example.invalid"
     # Only what was set is stored; defaults stay in code.
-    row = app.store.get_worker("inventory")
+    row = app.store.workers.get("inventory")
     assert row is not None
-    assert row["settings"] == {"api": {"timeout": 60}}
+    assert row.settings == {"api": {"timeout": 60}}
 
 
 def test_config_persists_for_a_new_instance(app: Stask, db_url: str, storage: Path) -> None:
@@ -173,9 +173,9 @@ def test_set_config_creates_nested_dicts(app: Stask) -> None:
     app.set_config("inventory", "batch.size", 5)  # replaces the scalar default
 
     assert app.get_config("mailer", "a") == {"b": {"c": 1}}
-    row = app.store.get_worker("mailer")
+    row = app.store.workers.get("mailer")
     assert row is not None
-    assert row["settings"] == {"a": {"b": {"c": 1}}}
+    assert row.settings == {"a": {"b": {"c": 1}}}
     assert app.get_config("inventory", "batch") == {"size": 5}
 
 
@@ -204,7 +204,7 @@ def test_action_reads_config(app: Stask) -> None:
 
 
 def test_discover_registers_metadata(app: Stask) -> None:
-    app.store.truncate_all()
+    app.store.housekeeping.truncate_all()
     found = {info.identifier: info for info in app.discover()}
 
     assert set(found) == {"inventory", "mailer"}
@@ -233,7 +233,7 @@ def test_discover_keeps_stored_settings(app: Stask, db_url: str, storage: Path) 
 def test_rescan_refreshes_metadata_only(app: Stask) -> None:
     app.deactivate("inventory")
     app.set_config("inventory", "batch", 5)
-    app.store.update_worker("inventory", {"title": "Old title", "actions": ["gone"]})
+    app.store.workers.update("inventory", {"title": "Old title", "actions": ["gone"]})
 
     updated = app.rescan()
 
@@ -248,7 +248,7 @@ def test_rescan_refreshes_metadata_only(app: Stask) -> None:
 
 
 def _register_gone_worker(app: Stask) -> None:
-    assert app.store.insert_worker(
+    assert app.store.workers.insert(
         {
             "identifier": "legacy",
             "class_path": "tests.nowhere:Gone",
@@ -292,7 +292,7 @@ def test_clean_orphaned_removes_worker_keeps_tasks(app: Stask) -> None:
 
 def test_stale_class_path_of_a_runnable_worker(app: Stask) -> None:
     """A moved class: the identifier still runs here, so it is not orphaned; rescan fixes it."""
-    app.store.update_worker("mailer", {"class_path": "tests.nowhere:Gone"})
+    app.store.workers.update("mailer", {"class_path": "tests.nowhere:Gone"})
 
     assert not app.worker("mailer").orphaned
     assert app.clean_orphaned() == []
@@ -440,7 +440,7 @@ def test_create_rejects_non_json_options(app: Stask, value: object) -> None:
     with pytest.raises(InvalidOptions, match="'when'"):
         app.create_many([("mailer", "send"), ("inventory", "sync_stock", {"when": value})])
     assert app.count() == 0
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
 
 
 def test_create_rejects_bad_priority_attempts_and_queue(app: Stask) -> None:
@@ -538,7 +538,7 @@ def test_mark_failed_fails_without_retry(app: Stask) -> None:
     assert done.status is Status.FAILED
     assert done.attempts == 1
     assert done.message == "Validation failed: file is required"
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     assert app.process_pending() == 0
 
 
@@ -568,7 +568,7 @@ def test_exception_retries_then_fails_with_traceback(app: Stask) -> None:
     assert last.error is not None
     assert "Traceback" in last.error
     assert "broken on attempt 2" in last.error
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     errors = app.get_error_logs(task.id)
     assert [entry.context["attempt"] for entry in errors] == [1, 2]
     assert "broken on attempt 2" in errors[-1].context["traceback"]

@@ -18,11 +18,10 @@ from sqlalchemy import insert, select, text, update
 from stask import Stask, Status
 from stask.core.executor import Executor
 from stask.db.engine import build_engine
-from stask.db.nodes import STALE_COLUMNS, NodeInfo, NodeStore
-from stask.db.rows import Outcome
+from stask.db.nodes import STALE_COLUMNS, NodeStore
 from stask.db.tables import queue, tasks
 from stask.errors import DatabaseConflict, DatabaseError, DatabaseUnavailable, StaskError
-from stask.models import Claim, utcnow
+from stask.models import Claim, NodeInfo, Outcome, utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
 from tests.helpers import wait_until
@@ -70,22 +69,22 @@ def test_the_same_node_claiming_again_after_a_rescue_fences_out_its_old_attempt(
     nodes = NodeStore(app.store)
     nodes.register(node(NODE))
     task_id = app.create("inventory", "sync_stock").id
-    [first] = app.store.claim(NODE, ["inventory"], 1)
+    [first] = app.store.claims.claim(NODE, ["inventory"], 1)
     backdate(app, [task_id])
     with app.store.engine.begin() as conn:  # the node went silent past the lease
         conn.execute(text("UPDATE s_nodes SET heartbeat_at = :t"), {"t": utcnow() - HOUR})
     assert nodes.rescue_stale(LEASE).requeued == [task_id]
     nodes.register(node(NODE))  # back, under the same id
-    [second] = app.store.claim(NODE, ["inventory"], 1)
+    [second] = app.store.claims.claim(NODE, ["inventory"], 1)
     assert (second.id, second.locked_by) == (task_id, NODE)
     assert second.claim_token != first.claim_token
 
     # Every write of the first attempt is refused...
-    assert app.store.save_progress(first.claim, {"progress": 90, "message": "old"}) is None
-    assert app.store.cancel_flag(first.claim) is None
-    app.store.insert_attempt_logs([attempt_log(first.claim, "old attempt")])
-    assert app.store.finish(first.claim, DONE) is False
-    assert app.store.final_under([first.claim]) == set()
+    assert app.store.claims.save_progress(first.claim, {"progress": 90, "message": "old"}) is None
+    assert app.store.claims.cancel_flag(first.claim) is None
+    app.store.claims.insert_attempt_logs([attempt_log(first.claim, "old attempt")])
+    assert app.store.claims.finish(first.claim, DONE) is False
+    assert app.store.task_reads.final_under([first.claim]) == set()
     running = app.get(task_id)
     assert (running.status, running.progress, running.claim_token) == (
         Status.RUNNING,
@@ -94,20 +93,20 @@ def test_the_same_node_claiming_again_after_a_rescue_fences_out_its_old_attempt(
     )
     assert "old attempt" not in log_lines(app, task_id)
     # ...and the current one's are written.
-    assert app.store.save_progress(second.claim, {"progress": 50, "message": "new"}) is False
-    app.store.insert_attempt_logs([attempt_log(second.claim, "current attempt")])
-    assert app.store.finish(second.claim, DONE) is True
+    assert app.store.claims.save_progress(second.claim, {"progress": 50, "message": "new"}) is False
+    app.store.claims.insert_attempt_logs([attempt_log(second.claim, "current attempt")])
+    assert app.store.claims.finish(second.claim, DONE) is True
     assert app.get(task_id).status is Status.COMPLETED
     assert "current attempt" in log_lines(app, task_id)
-    assert app.store.final_under([second.claim, first.claim]) == {task_id}
+    assert app.store.task_reads.final_under([second.claim, first.claim]) == {task_id}
 
 
 def test_a_batch_of_outcomes_writes_only_those_whose_claim_holds(app: Stask) -> None:
     ids = app.create_many([("inventory", "sync_stock")] * 3)
-    claimed = app.store.claim(NODE, ["inventory"], 3)
+    claimed = app.store.claims.claim(NODE, ["inventory"], 3)
     stale = Claim(ids[1], "0" * 16)  # the same task under a claim that is not its own
     retry = Outcome(status=Status.PENDING, message="again", retry_at=utcnow())
-    accepted = app.store.finish_many(
+    accepted = app.store.claims.finish_many(
         [(claimed[0].claim, DONE), (stale, DONE), (claimed[2].claim, retry)],
         [attempt_log(claimed[0].claim, "kept"), attempt_log(stale, "refused")],
     )
@@ -121,7 +120,7 @@ def test_a_claim_takes_only_pending_tasks_even_from_a_stale_queue_row(app: Stask
     """Membership of s_queue is not enough: a queue row left behind for a running task must
     not claim it a second time."""
     task_id = app.create("inventory", "sync_stock").id
-    [held] = app.store.claim(NODE, ["inventory"], 1)
+    [held] = app.store.claims.claim(NODE, ["inventory"], 1)
     with app.store.engine.begin() as conn:  # a queue row that should not be there
         conn.execute(
             insert(queue).values(
@@ -132,10 +131,10 @@ def test_a_claim_takes_only_pending_tasks_even_from_a_stale_queue_row(app: Stask
                 run_at=held.run_at,
             )
         )
-    assert app.store.claim("node-b", ["inventory"], 5) == []
+    assert app.store.claims.claim("node-b", ["inventory"], 5) == []
     assert app.get(task_id).claim_token == held.claim_token
     # The one-statement turn (PostgreSQL, SQLite) checks it too.
-    assert app.store.record_and_claim("node-b", ["inventory"], 5)[0] == []
+    assert app.store.claims.record_and_claim("node-b", ["inventory"], 5)[0] == []
 
 
 # -- prefetched is not running ---------------------------------------------------------------
@@ -143,7 +142,7 @@ def test_a_claim_takes_only_pending_tasks_even_from_a_stale_queue_row(app: Stask
 
 def test_prefetched_tasks_are_held_but_not_started(app: Stask) -> None:
     ids = app.create_many([("inventory", "sync_stock")] * 3)
-    claimed = app.store.claim(NODE, ["inventory"], 3, start=1)
+    claimed = app.store.claims.claim(NODE, ["inventory"], 3, start=1)
     assert [t.id for t in claimed] == ids
     stored = [app.get(i) for i in ids]
     assert [t.status for t in stored] == [Status.RUNNING] * 3
@@ -152,15 +151,15 @@ def test_prefetched_tasks_are_held_but_not_started(app: Stask) -> None:
     assert [t.started_at for t in stored[1:]] == [None, None]
     assert [t.started_at is None for t in claimed] == [False, True, True]
     # The start of a prefetched one counts its attempt, once.
-    assert app.store.start_attempt(claimed[1].claim) == 1
-    assert app.store.start_attempt(claimed[1].claim) is None
+    assert app.store.claims.start_attempt(claimed[1].claim) == 1
+    assert app.store.claims.start_attempt(claimed[1].claim) is None
     assert app.get(ids[1]).started_at is not None
-    assert app.store.start_attempt(Claim(ids[2], "0" * 16)) is None
+    assert app.store.claims.start_attempt(Claim(ids[2], "0" * 16)) is None
 
 
 def test_the_turn_starts_only_the_tasks_for_free_slots(app: Stask) -> None:
     ids = app.create_many([("inventory", "sync_stock")] * 4)
-    claimed, _ = app.store.record_and_claim(NODE, ["inventory"], 4, start=2)
+    claimed, _ = app.store.claims.record_and_claim(NODE, ["inventory"], 4, start=2)
     assert [t.id for t in claimed] == ids
     assert [app.get(i).attempts for i in ids] == [1, 1, 0, 0]
     assert [t.attempts for t in claimed] == [1, 1, 0, 0]
@@ -172,8 +171,8 @@ def test_a_rescue_gives_back_the_attempt_of_a_task_that_never_started(app: Stask
     once = app.create("inventory", "sync_stock", max_attempts=1).id
     running = app.create("inventory", "sync_stock", max_attempts=1).id
     prefetched = app.create("inventory", "sync_stock", max_attempts=1).id
-    app.store.claim("dead", ["inventory"], 1)
-    [started, unstarted] = app.store.claim("dead", ["inventory"], 2, start=1)
+    app.store.claims.claim("dead", ["inventory"], 1)
+    [started, unstarted] = app.store.claims.claim("dead", ["inventory"], 2, start=1)
     assert (started.id, unstarted.id) == (running, prefetched)
     backdate(app, [once, running, prefetched])
 
@@ -186,20 +185,20 @@ def test_a_rescue_gives_back_the_attempt_of_a_task_that_never_started(app: Stask
     assert back.message is not None
     assert "before it started" in back.message
     assert app.get(running).status is Status.FAILED
-    [again] = app.store.claim(NODE, ["inventory"], 5)
+    [again] = app.store.claims.claim(NODE, ["inventory"], 5)
     assert (again.id, again.attempts) == (prefetched, 1)
 
 
 def test_a_cancel_of_a_prefetched_task_ends_it_and_its_start_is_refused(app: Stask) -> None:
     task_id = app.create("inventory", "sync_stock").id
-    [held] = app.store.claim(NODE, ["inventory"], 1, start=0)
+    [held] = app.store.claims.claim(NODE, ["inventory"], 1, start=0)
 
     cancelled = app.cancel(task_id)
 
     assert cancelled.status is Status.CANCELLED
     assert cancelled.finished_at is not None
     assert log_lines(app, task_id) == ["Cancelled before it started"]
-    assert app.store.start_attempt(held.claim) is None
+    assert app.store.claims.start_attempt(held.claim) is None
     assert Executor(app, NODE).run(held) is None  # the action never runs
     assert app.get(task_id).status is Status.CANCELLED
     assert app.get(task_id).attempts == 0
@@ -207,7 +206,7 @@ def test_a_cancel_of_a_prefetched_task_ends_it_and_its_start_is_refused(app: Sta
 
 def test_a_rescue_ends_a_cancel_requested_task_instead_of_running_it_again(app: Stask) -> None:
     task_id = app.create("inventory", "sync_stock").id
-    app.store.claim("dead", ["inventory"], 1)
+    app.store.claims.claim("dead", ["inventory"], 1)
     assert app.cancel(task_id).cancel_requested  # started: only flagged
     backdate(app, [task_id])
 
@@ -217,8 +216,8 @@ def test_a_rescue_ends_a_cancel_requested_task_instead_of_running_it_again(app: 
     assert rescue.requeued == []
     ended = app.get(task_id)
     assert ended.status is Status.CANCELLED
-    assert app.store.queued_count() == 0
-    assert app.store.claim(NODE, ["inventory"], 5) == []
+    assert app.store.task_reads.queued_count() == 0
+    assert app.store.claims.claim(NODE, ["inventory"], 5) == []
 
 
 def test_a_rescue_never_takes_a_task_whose_node_is_live_again(app: Stask) -> None:
@@ -226,7 +225,7 @@ def test_a_rescue_never_takes_a_task_whose_node_is_live_again(app: Stask) -> Non
     by the node being silent, still leaves the task alone."""
     nodes = NodeStore(app.store)
     task_id = app.create("inventory", "sync_stock").id
-    app.store.claim("back", ["inventory"], 1)
+    app.store.claims.claim("back", ["inventory"], 1)
     backdate(app, [task_id])
     with app.store.reading() as conn:
         row = conn.execute(select(*STALE_COLUMNS).where(tasks.c.id == task_id)).one()
@@ -239,10 +238,10 @@ def test_a_rescue_never_takes_a_task_whose_node_is_live_again(app: Stask) -> Non
 
 def test_release_at_shutdown_refunds_only_started_attempts(app: Stask) -> None:
     ids = app.create_many([("inventory", "sync_stock")] * 3)
-    claimed = app.store.claim(NODE, ["inventory"], 3, start=1)
+    claimed = app.store.claims.claim(NODE, ["inventory"], 3, start=1)
     assert app.cancel(ids[2]).status is Status.CANCELLED  # prefetched: ends at once
     flagged = app.create("inventory", "sync_stock").id
-    [running] = app.store.claim(NODE, ["inventory"], 1)
+    [running] = app.store.claims.claim(NODE, ["inventory"], 1)
     app.cancel(flagged)
 
     released = NodeStore(app.store).release(
@@ -373,7 +372,7 @@ def test_the_heartbeat_survives_any_error_and_never_calls_worker_code(
         assert liveness._thread.is_alive()
     finally:
         liveness.stop()
-        runner.store.dispose()
+        runner.db.close()
     assert liveness.on_tick is None  # schedules (worker code) run on the scheduler thread
 
 
@@ -463,7 +462,7 @@ def test_run_pending_records_an_outcome_the_database_refuses_as_that_tasks_failu
 ) -> None:
     """As in the daemon: a value the database refuses fails its own task with the reason and
     the batch goes on; a database that is away still stops it."""
-    real = app.store.finish_many
+    real = app.store.claims.finish_many
     refused: list[int] = []
 
     def refusing(finished: Any, logs: Any = ()) -> set[int]:
@@ -473,7 +472,7 @@ def test_run_pending_records_an_outcome_the_database_refuses_as_that_tasks_failu
             raise DatabaseError("database error: value too long for type character varying")
         return real(finished, logs)
 
-    monkeypatch.setattr(app.store, "finish_many", refusing)
+    monkeypatch.setattr(app.store.claims, "finish_many", refusing)
     first, second = app.create_many([("inventory", "sync_stock")] * 2)
     assert app.process_pending() == 2
     for task_id in (first, second):
@@ -486,7 +485,7 @@ def test_run_pending_records_an_outcome_the_database_refuses_as_that_tasks_failu
     def away(finished: Any, logs: Any = ()) -> set[int]:
         raise DatabaseUnavailable("cannot use the database")
 
-    monkeypatch.setattr(app.store, "finish_many", away)
+    monkeypatch.setattr(app.store.claims, "finish_many", away)
     app.create("inventory", "sync_stock")
     with pytest.raises(DatabaseUnavailable):
         app.process_pending()

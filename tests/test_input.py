@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from stask import Stask
-from stask.core.facade import MAX_TASK_ID
+from stask.core.tasks_admin import MAX_TASK_ID
 from stask.errors import StaskError, TaskNotFound, ValidationError
 from tests.test_cli import assert_one_line_error, stask, stask_json
 

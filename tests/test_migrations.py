@@ -17,9 +17,8 @@ from stask.db import tables
 from stask.db.engine import build_engine, parse_url
 from stask.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from stask.db.migrations.env_constants import VERSION_TABLE
-from stask.db.rows import Outcome
 from stask.errors import ConfigError, DatabaseUnavailable, SchemaMissing
-from stask.models import utcnow
+from stask.models import Outcome, utcnow
 from tests.conftest import TEST_WORKERS, fresh_database
 
 # conftest names MariaDB by product; URLs name it by dialect.
@@ -182,11 +181,11 @@ def test_text_holds_any_unicode_whatever_the_database_default(
         app.discover()
         task = app.create("inventory", "sync_stock", {"echo": UNICODE_TEXT})
         app.log(task.id, "info", UNICODE_TEXT, detail=UNICODE_TEXT)
-        [claimed] = app.store.claim("node-1", ["inventory"], 1)
+        [claimed] = app.store.claims.claim("node-1", ["inventory"], 1)
         outcome = Outcome(
             status=Status.FAILED, message=UNICODE_TEXT, error=UNICODE_TEXT, result=[UNICODE_TEXT]
         )
-        assert app.store.finish(claimed.claim, outcome)
+        assert app.store.claims.finish(claimed.claim, outcome)
 
         stored = app.get(task.id)
         [entry] = app.get_logs(task.id)

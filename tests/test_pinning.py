@@ -1,8 +1,8 @@
 """Tests that pin behaviour a mutation run could break without any other test failing.
 
 Each test names what it pins. They drive the code through stable surfaces: the ``Stask``
-facade, ``Runner``, ``NodeStore``, ``store.claim``, ``Executor.run`` and real ``stask worker``
-processes.
+facade, ``Runner``, ``NodeStore``, ``store.claims.claim``, ``Executor.run`` and real
+``stask worker`` processes.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pytest
 
 from stask import Stask, Status, Task
 from stask.core.executor import Executor
-from stask.db.nodes import NodeInfo, NodeStore
+from stask.db.nodes import NodeStore
 from stask.errors import InvalidOptions, TaskNotFound
-from stask.models import utcnow
+from stask.models import NodeInfo, utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
 from tests.helpers import Processes, wait_until
@@ -47,7 +47,7 @@ def node_info(node_id: str) -> NodeInfo:
 
 
 def claim_one(app: Stask, node_id: str, identifier: str, **kwargs: Any) -> Task:
-    [task] = app.store.claim(node_id, [identifier], 1, **kwargs)
+    [task] = app.store.claims.claim(node_id, [identifier], 1, **kwargs)
     return task
 
 
@@ -106,8 +106,10 @@ def test_rescue_fails_a_task_with_no_attempts_left_instead_of_requeueing_it(
     assert failed.message is not None
     assert "no attempts are left" in failed.message
     assert pin_app.get(spare.id).status is Status.PENDING
-    assert pin_app.store.queued_count() == 1  # only the one with an attempt left is claimable
-    claimed = pin_app.store.claim(NODE, ["flaky"], 10, now=now + HOUR)  # requeued as of then
+    assert (
+        pin_app.store.task_reads.queued_count() == 1
+    )  # only the one with an attempt left is claimable
+    claimed = pin_app.store.claims.claim(NODE, ["flaky"], 10, now=now + HOUR)  # requeued as of then
     assert [t.id for t in claimed] == [spare.id]
 
 
@@ -196,20 +198,20 @@ def test_a_retried_tasks_start_counts_toward_the_rate_window(pin_app: Stask, lim
     others = pin_app.create_many([{"identifier": "flaky", "action": "ok", "queue": queue}] * 3)
     t0 = utcnow() + dt.timedelta(seconds=1)
 
-    [first] = pin_app.store.claim(NODE, ["flaky"], 1, now=t0)
+    [first] = pin_app.store.claims.claim(NODE, ["flaky"], 1, now=t0)
     assert first.id == failing.id
     assert Executor(pin_app, NODE).run(first) is Status.PENDING  # retries after ~2 s
     retrying = pin_app.get(failing.id)
     assert retrying.status is Status.PENDING
     assert retrying.run_at > t0  # not due at t0: the claims below cannot take it again
 
-    second = pin_app.store.claim(NODE, ["flaky"], 10, now=t0)
+    second = pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0)
     assert [task.id for task in second] == [others[0]], "one start left in the hour"
-    assert pin_app.store.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=30)) == []
+    assert pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=30)) == []
     if limit == "queue":
         assert pin_app.queue(queue).started_in_period == 2
     # Once the hour has passed, starts are free again (the retry is due by then too).
-    later = pin_app.store.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=3601))
+    later = pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=3601))
     assert len(later) == 2
 
 
@@ -231,15 +233,15 @@ def test_the_start_of_a_retry_attempt_counts_toward_the_rate_window(
     assert first.id == failing.id
     assert Executor(pin_app, NODE).run(first) is Status.PENDING
     assert pin_app.get(failing.id).run_at < t0 + dt.timedelta(seconds=40)
-    assert pin_app.store.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=59)) == []
+    assert pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=59)) == []
 
     retried = claim_one(pin_app, NODE, "flaky", now=t0 + dt.timedelta(seconds=61))
     assert (retried.id, retried.attempts) == (failing.id, 2)
     assert retried.started_at == t0 + dt.timedelta(seconds=61)
     # The retry started at t0+61, so the minute after it has no room for the other task.
-    assert pin_app.store.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=62)) == []
-    assert pin_app.store.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=120)) == []
-    later = pin_app.store.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=122))
+    assert pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=62)) == []
+    assert pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=120)) == []
+    later = pin_app.store.claims.claim(NODE, ["flaky"], 10, now=t0 + dt.timedelta(seconds=122))
     assert [task.id for task in later] == [other.id]
 
 
@@ -306,7 +308,7 @@ def test_options_that_are_not_a_dict_of_string_keys_are_refused(
             [("flaky", "ok"), {"identifier": "toucher", "action": "touch", "options": options}]
         )
     assert pin_app.count() == 0
-    assert pin_app.store.queued_count() == 0
+    assert pin_app.store.task_reads.queued_count() == 0
 
 
 # -- 8: clean_old_files keeps the folders of tasks that exist ----------------------------------
@@ -405,4 +407,4 @@ def test_sigterm_hands_prefetched_tasks_back_before_the_grace_ends(
     assert proc.wait(timeout=60) == 0
     assert pin_app.get(held.id).status is Status.COMPLETED
     assert all(pin_app.get(i).status is Status.PENDING for i in prefetched)
-    assert pin_app.store.queued_count() == 3
+    assert pin_app.store.task_reads.queued_count() == 3

@@ -21,11 +21,10 @@ from sqlalchemy import Engine, event, select
 import stask.db.queues as queues_module
 from stask import Stask, Status, Task
 from stask.db.queues import ControlCache
-from stask.db.rows import Outcome
 from stask.db.store import Store
 from stask.db.tables import queue_controls
 from stask.errors import DatabaseError, InvalidQueueSetting
-from stask.models import utcnow
+from stask.models import Outcome, utcnow
 from stask.runner import Runner, RunnerOptions
 from tests.conftest import fresh_app
 from tests.test_cli import stask
@@ -38,7 +37,7 @@ MINUTE = dt.timedelta(minutes=1)
 
 
 def claim(store: Store, limit: int = 100, node: str = NODE, **kwargs: Any) -> list[Task]:
-    return store.claim(node, WORKERS, limit, **kwargs)
+    return store.claims.claim(node, WORKERS, limit, **kwargs)
 
 
 def queues_of(found: Sequence[Task]) -> list[str]:
@@ -212,7 +211,7 @@ def test_concurrency_limit_counts_running_tasks_of_the_queue(app: Stask) -> None
     assert claim(app.store) == []
 
     done = next(t for t in first if t.queue == "emails")
-    assert app.store.finish(done.claim, DONE)
+    assert app.store.claims.finish(done.claim, DONE)
     assert queues_of(claim(app.store)) == ["emails"], "a finish frees one slot"
     assert claim(app.store) == []
 
@@ -229,7 +228,7 @@ def test_a_retry_frees_its_slot(app: Stask) -> None:
     app.set_queue_limits("emails", concurrency=1)
     [held] = claim(app.store)
     retry = Outcome(status=Status.PENDING, message="again", retry_at=utcnow() + MINUTE)
-    assert app.store.finish(held.claim, retry)
+    assert app.store.claims.finish(held.claim, retry)
     assert len(claim(app.store)) == 1
 
 
@@ -237,7 +236,7 @@ def finish_retrying(store: Store, node: str, batch: Sequence[Task]) -> None:
     """Record outcomes as the runner's completer does: a deadlock (MariaDB 1213) is retried."""
     for attempt in range(10):
         try:
-            store.finish_many([(task.claim, DONE) for task in batch])
+            store.claims.finish_many([(task.claim, DONE) for task in batch])
             return
         except DatabaseError as err:
             if "1213" not in err.message or attempt == 9:
@@ -263,7 +262,7 @@ def _claim_and_finish_concurrently(
         start.wait(timeout=30)
         idle = 0
         while idle < 20:
-            batch = store.claim(node, WORKERS, 3, now=now)
+            batch = store.claims.claim(node, WORKERS, 3, now=now)
             running = app.queue(limited).running
             with lock:
                 most[0] = max(most[0], running)
@@ -302,7 +301,7 @@ def test_rate_limit_counts_starts_within_the_period(app: Stask) -> None:
     first = claim(app.store, now=t0)
     assert queues_of(first) == ["default"] * 4 + ["metered"] * 3
     for task in first:
-        assert app.store.finish(task.claim, DONE)
+        assert app.store.claims.finish(task.claim, DONE)
     assert claim(app.store, now=t0 + dt.timedelta(seconds=30)) == [], "finishing frees no rate"
     assert claim(app.store, now=t0 + dt.timedelta(seconds=59)) == []
     assert queues_of(claim(app.store, now=t0 + dt.timedelta(seconds=60))) == ["metered"] * 3
@@ -316,9 +315,9 @@ def test_rate_and_concurrency_limits_together_take_the_smaller_room(app: Stask) 
     t0 = utcnow() + dt.timedelta(seconds=1)
     first = claim(app.store, now=t0)
     assert len(first) == 2
-    assert app.store.finish(first[0].claim, DONE)
+    assert app.store.claims.finish(first[0].claim, DONE)
     assert len(claim(app.store, now=t0)) == 1
-    assert app.store.finish(first[1].claim, DONE)
+    assert app.store.claims.finish(first[1].claim, DONE)
     assert claim(app.store, now=t0) == [], "3 started within the minute"
 
 
@@ -383,8 +382,8 @@ def test_present_queues_are_listed_once_each_in_name_order(app: Stask) -> None:
     for name in ["zeta", "alpha", "mid", "alpha", "zeta"]:
         create(app, name, 2)
     with app.store.writing() as conn:
-        assert app.store._present_queues(conn, 10) == ["alpha", "mid", "zeta"]
-        assert app.store._present_queues(conn, 2) == ["alpha", "mid"]
+        assert app.store.claims._present_queues(conn, 10) == ["alpha", "mid", "zeta"]
+        assert app.store.claims._present_queues(conn, 2) == ["alpha", "mid"]
 
 
 # -- the runner ----------------------------------------------------------------------------------
@@ -505,7 +504,7 @@ def test_queues_lists_known_queues_only(app: Stask) -> None:
     create(app, "later", 1, run_at=utcnow() + dt.timedelta(hours=1))
     create(app, "done", 1)
     [finished] = claim(app.store, queues=["done"])
-    assert app.store.finish(finished.claim, DONE)
+    assert app.store.claims.finish(finished.claim, DONE)
     create(app, "busy", 1)
     claim(app.store, queues=["busy"])
     app.set_queue_limits("quiet", concurrency=4)

@@ -307,7 +307,7 @@ def test_ctrl_c_on_stask_run_lets_the_running_task_finish_then_exits(
     assert done.status is Status.COMPLETED  # finished before the process exited
     assert done.attempts == 1
     assert len(log.read_text().split("\n")) == 2  # one line: it ran once
-    assert runner_app.store.running_task_ids() == []
+    assert runner_app.store.task_reads.running_task_ids() == []
 
 
 def test_a_second_ctrl_c_on_stask_run_exits_at_once(

@@ -91,7 +91,7 @@ def test_four_runner_processes_run_2000_tasks_exactly_once(
     assert len(set(lines[1::2])) > 1, "the work was spread over several runner processes"
     assert runner_app.stats()["completed"] == 2000
     assert all(t.attempts == 1 for t in runner_app.list(limit=2000))
-    assert runner_app.store.queued_count() == 0
+    assert runner_app.store.task_reads.queued_count() == 0
 
 
 def _events(log: Path) -> list[tuple[str, int, int, float]]:
@@ -153,8 +153,8 @@ def test_sigterm_lets_running_tasks_finish_within_grace_then_requeues(
     assert "shut down before it finished" in again.message
     for task_id in waiting:  # prefetched but never started
         assert runner_app.get(task_id).status is Status.PENDING
-    assert runner_app.store.queued_count() == 4
-    assert runner_app.store.running_task_ids() == []
+    assert runner_app.store.task_reads.queued_count() == 4
+    assert runner_app.store.task_reads.running_task_ids() == []
 
 
 def test_cancel_and_timeout_on_threads(runner_app: Stask, tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_a_runner_whose_heartbeat_stalls_gives_its_tasks_back_and_claims_nothing
         assert again.message is not None
         assert "lost its lease while running it" in again.message
         assert log.read_text().count("start") == 1
-        assert runner_app.store.running_task_ids() == []
+        assert runner_app.store.task_reads.running_task_ids() == []
     finally:
         runner.request_stop()
         thread.join(timeout=30)
@@ -280,7 +280,7 @@ def test_a_claim_whose_answer_is_lost_is_released_and_run_once(
     log = tmp_path / "touched.log"
     ids = runner_app.create_many([("counter", "touch", {"log": str(log)}) for _ in range(20)])
     runner = Runner(runner_app, RunnerOptions(concurrency=2, poll_seconds=0.05))
-    real_claim = runner.store.record_and_claim
+    real_claim = runner.db.record_and_claim
     lost: list[int] = []
 
     def claim_then_break(*args: object, **kwargs: object) -> tuple[list[Task], set[int]]:
@@ -290,7 +290,7 @@ def test_a_claim_whose_answer_is_lost_is_released_and_run_once(
             raise DatabaseUnavailable("connection lost after COMMIT")
         return claimed, recorded
 
-    monkeypatch.setattr(runner.store, "record_and_claim", claim_then_break)
+    monkeypatch.setattr(runner.db, "record_and_claim", claim_then_break)
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:
@@ -316,7 +316,7 @@ def test_outcomes_of_a_turn_whose_answer_is_lost_count_once_without_a_false_alar
     log = tmp_path / "touched.log"
     runner_app.create_many([("counter", "touch", {"log": str(log)}) for _ in range(20)])
     runner = Runner(runner_app, RunnerOptions(concurrency=2, poll_seconds=0.05))
-    real_turn = runner.store.record_and_claim
+    real_turn = runner.db.record_and_claim
     lost: list[int] = []
 
     def record_then_break(*args: Any, **kwargs: Any) -> tuple[list[Task], set[int]]:
@@ -326,7 +326,7 @@ def test_outcomes_of_a_turn_whose_answer_is_lost_count_once_without_a_false_alar
             raise DatabaseUnavailable("connection lost after COMMIT")
         return claimed, recorded
 
-    monkeypatch.setattr(runner.store, "record_and_claim", record_then_break)
+    monkeypatch.setattr(runner.db, "record_and_claim", record_then_break)
     thread = threading.Thread(target=runner.run)
     with caplog.at_level("WARNING", logger="stask.runner"):
         thread.start()
@@ -442,7 +442,7 @@ def test_the_runner_fires_due_schedules(db_url: str, storage: Path) -> None:
         heartbeat_seconds=0.2,
     )
     app = Stask(settings, use_entry_points=False)
-    app.store.truncate_all()
+    app.store.housekeeping.truncate_all()
     app.discover()
     two_hours_ago = utcnow() - dt.timedelta(hours=2)
     app.set_schedule(

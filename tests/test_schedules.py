@@ -39,9 +39,9 @@ from stask.core.schedules import (
     slots_between,
     wall_time,
 )
-from stask.db.rows import NewTask
 from stask.db.store import Store
 from stask.errors import ValidationError
+from stask.models import NewTask
 from tests.conftest import TEST_WORKERS
 from tests.test_cli import assert_one_line_error, stask
 
@@ -497,16 +497,18 @@ def _new(key: str, identifier: str = "mailer", action: str = "send") -> NewTask:
 
 
 def test_insert_unique_tasks_creates_each_key_once(app: Stask) -> None:
-    first = app.store.insert_unique_tasks([_new("a"), _new("b")])
+    first = app.store.task_writes.insert_unique_tasks([_new("a"), _new("b")])
     assert len(first) == 2
-    again = app.store.insert_unique_tasks([_new("b"), _new("c"), _new("c")])
+    again = app.store.task_writes.insert_unique_tasks([_new("b"), _new("c"), _new("c")])
     assert len(again) == 1
     assert app.get(again[0]).unique_key == "c"
     assert app.get(again[0]).options == {"key": "c"}
-    assert app.store.queued_count() == 3  # queue rows only for tasks created
-    assert app.store.insert_unique_tasks([]) == []
+    assert app.store.task_reads.queued_count() == 3  # queue rows only for tasks created
+    assert app.store.task_writes.insert_unique_tasks([]) == []
     with pytest.raises(ValueError, match="unique_key"):
-        app.store.insert_unique_tasks([NewTask(identifier="mailer", action="send", options={})])
+        app.store.task_writes.insert_unique_tasks(
+            [NewTask(identifier="mailer", action="send", options={})]
+        )
 
 
 def test_insert_unique_tasks_from_threads(app: Stask, make_store: Any) -> None:
@@ -515,7 +517,7 @@ def test_insert_unique_tasks_from_threads(app: Stask, make_store: Any) -> None:
 
     def insert(store: Store) -> list[int]:
         start.wait(10)
-        return store.insert_unique_tasks([_new(f"k{i}") for i in range(20)])
+        return store.task_writes.insert_unique_tasks([_new(f"k{i}") for i in range(20)])
 
     with ThreadPoolExecutor(len(stores)) as pool:
         created = list(pool.map(insert, stores))

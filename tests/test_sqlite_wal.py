@@ -74,7 +74,7 @@ def test_a_wal_under_the_limit_is_left_to_sqlite(
     size = wal_of(app).stat().st_size
     assert size < dialects_module.WAL_RESET_BYTES
     caplog.set_level(logging.INFO, logger="stask.db")
-    app.store.maintain()
+    app.store.housekeeping.maintain()
     assert wal_of(app).stat().st_size == size
     assert caplog.text == ""
 

@@ -18,16 +18,17 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, event, text, update
 
-import stask.db.store as store_module
+import stask.db.housekeeping as housekeeping_module
 from stask import Stask, Status
 from stask.db import dialects
 from stask.db.dialects import hot_path_store, store_for
 from stask.db.engine import build_engine, parse_url
-from stask.db.rows import NEW_TASK_COLUMNS, NewTask, Outcome
+from stask.db.rows import NEW_TASK_COLUMNS
 from stask.db.store import Store
 from stask.db.tables import tasks
+from stask.db.task_writes import new_task_rows
 from stask.errors import InvalidState, TaskNotFound, ValidationError
-from stask.models import Claim, Priority, Task, utcnow
+from stask.models import Claim, NewTask, Outcome, Priority, Task, utcnow
 
 NODE = "node-a"
 OTHER = "node-b"
@@ -53,13 +54,13 @@ def stranger(task_id: int) -> Claim:
 
 
 def claim_ids(store: Store, limit: int = 100, **kwargs: Any) -> list[int]:
-    return ids(store.claim(NODE, kwargs.pop("identifiers", WORKERS), limit, **kwargs))
+    return ids(store.claims.claim(NODE, kwargs.pop("identifiers", WORKERS), limit, **kwargs))
 
 
 def drain(store: Store, node_id: str) -> list[int]:
     """Claim small batches until nothing is left; the ids in the order they were taken."""
     taken: list[int] = []
-    while batch := store.claim(node_id, ["inventory"], CLAIM_BATCH):
+    while batch := store.claims.claim(node_id, ["inventory"], CLAIM_BATCH):
         taken.extend(ids(batch))
     return taken
 
@@ -68,7 +69,7 @@ def finished(app: Stask, outcome: Outcome = DONE) -> int:
     """A task that ran on NODE and ended with ``outcome``."""
     task = app.create("inventory", "sync_stock")
     assert claim_ids(app.store, identifiers=["inventory"]) == [task.id]
-    assert app.store.finish(holding(app, task.id), outcome)
+    assert app.store.claims.finish(holding(app, task.id), outcome)
     return task.id
 
 
@@ -115,7 +116,7 @@ def test_claim_order_is_priority_then_run_at_then_id(app: Stask) -> None:
         taken.extend(batch)
 
     assert taken == [high_first, high_second, normal_older, normal_newer, low_oldest]
-    assert app.store.queued_count() == 1
+    assert app.store.task_reads.queued_count() == 1
     assert app.get(high_future).status is Status.PENDING
     assert claim_ids(app.store, now=now + 59 * MINUTE) == []
     assert claim_ids(app.store, now=now + 60 * MINUTE) == [high_future]
@@ -131,13 +132,13 @@ def test_claim_returns_a_batch_in_claim_order(app: Stask) -> None:
 
 def test_claim_marks_tasks_running_on_the_node_and_empties_the_queue(app: Stask) -> None:
     created = app.create_many([("inventory", "sync_stock", {"n": n}) for n in range(3)])
-    assert app.store.queued_count() == 3
+    assert app.store.task_reads.queued_count() == 3
     now = utcnow()
 
-    claimed = app.store.claim(NODE, ["inventory"], 10, now=now)
+    claimed = app.store.claims.claim(NODE, ["inventory"], 10, now=now)
 
     assert ids(claimed) == created
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     for task in claimed:
         stored = app.get(task.id)
         assert stored == task
@@ -145,7 +146,7 @@ def test_claim_marks_tasks_running_on_the_node_and_empties_the_queue(app: Stask)
         assert (stored.locked_by, stored.locked_at, stored.started_at) == (NODE, now, now)
         assert stored.attempts == 1
         assert stored.finished_at is None
-    assert app.store.running_task_ids(NODE) == created
+    assert app.store.task_reads.running_task_ids(NODE) == created
     assert claim_ids(app.store, now=now) == []
 
 
@@ -153,9 +154,9 @@ def test_claim_respects_the_limit(app: Stask) -> None:
     created = app.create_many([("inventory", "sync_stock")] * 5)
 
     assert claim_ids(app.store, limit=2) == created[:2]
-    assert app.store.queued_count() == 3
+    assert app.store.task_reads.queued_count() == 3
     assert claim_ids(app.store, limit=0) == []
-    assert app.store.queued_count() == 3
+    assert app.store.task_reads.queued_count() == 3
 
 
 def test_claim_skips_inactive_and_unlisted_workers(app: Stask) -> None:
@@ -166,7 +167,7 @@ def test_claim_skips_inactive_and_unlisted_workers(app: Stask) -> None:
     assert claim_ids(app.store, identifiers=["mailer"]) == []
     assert claim_ids(app.store, identifiers=["inventory", "mailer"]) == [stock]
     assert app.get(mail).status is Status.PENDING
-    assert app.store.queued_count() == 1
+    assert app.store.task_reads.queued_count() == 1
 
     app.activate("mailer")
     assert claim_ids(app.store, identifiers=["inventory", "nobody"]) == []
@@ -199,9 +200,9 @@ def test_threads_claim_every_task_exactly_once(app: Stask, make_store: Callable[
     claimed = [task_id for taken in results for task_id in taken]
     assert len(claimed) == len(set(claimed)), "a task was claimed twice"
     assert set(claimed) == set(created)
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     for index, taken in enumerate(results):
-        assert app.store.running_task_ids(f"thread-{index}") == sorted(taken)
+        assert app.store.task_reads.running_task_ids(f"thread-{index}") == sorted(taken)
 
 
 def claim_in_process(
@@ -243,9 +244,9 @@ def test_processes_claim_every_task_exactly_once(app: Stask, db_url: str) -> Non
     claimed = [task_id for found in reported.values() for task_id in found]
     assert len(claimed) == len(set(claimed)), "a task was claimed twice"
     assert set(claimed) == set(created)
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     for node, found in reported.items():
-        assert app.store.running_task_ids(node) == sorted(found)
+        assert app.store.task_reads.running_task_ids(node) == sorted(found)
 
 
 # -- finishing and progress are fenced -------------------------------------------------------
@@ -256,17 +257,17 @@ def test_finish_is_refused_unless_the_node_holds_the_task(app: Stask) -> None:
     assert claim_ids(app.store) == [task_id]
     running = app.get(task_id)
 
-    assert app.store.finish(stranger(task_id), DONE) is False
+    assert app.store.claims.finish(stranger(task_id), DONE) is False
     assert app.get(task_id) == running
 
-    assert app.store.finish(holding(app, task_id), DONE) is True
+    assert app.store.claims.finish(holding(app, task_id), DONE) is True
     done = app.get(task_id)
     assert done.status is Status.COMPLETED
     assert (done.result, done.message, done.progress) == ({"ok": True}, "done", 100)
     assert done.finished_at is not None
 
     late = Outcome(status=Status.FAILED, error="late", message="late")
-    assert app.store.finish(holding(app, task_id), late) is False
+    assert app.store.claims.finish(holding(app, task_id), late) is False
     assert app.get(task_id) == done
 
 
@@ -283,7 +284,7 @@ def test_a_batch_of_outcomes_is_one_statement_and_keeps_every_value(app: Stask) 
     task_ids = app.create_many([("inventory", "sync_stock") for _ in results])
     assert sorted(claim_ids(app.store, limit=len(task_ids))) == sorted(task_ids)
     lost = app.create("mailer", "send").id
-    assert ids(app.store.claim(OTHER, ["mailer"], 1)) == [lost]
+    assert ids(app.store.claims.claim(OTHER, ["mailer"], 1)) == [lost]
     with app.store.engine.begin() as conn:  # an error from an earlier attempt stays visible
         conn.execute(tasks.update().where(tasks.c.id == task_ids[0]).values(error="earlier"))
     outcomes = [
@@ -314,7 +315,7 @@ def test_a_batch_of_outcomes_is_one_statement_and_keeps_every_value(app: Stask) 
 
     event.listen(app.store.engine, "before_cursor_execute", record)
     try:
-        accepted = app.store.finish_many(claims)
+        accepted = app.store.claims.finish_many(claims)
     finally:
         event.remove(app.store.engine, "before_cursor_execute", record)
     assert accepted == set(task_ids)
@@ -334,20 +335,23 @@ def test_progress_is_fenced_and_reports_cancellation(app: Stask) -> None:
     assert claim_ids(app.store) == [task_id]
     running = app.get(task_id)
 
-    assert app.store.save_progress(stranger(task_id), {"progress": 50, "message": "x"}) is None
+    assert (
+        app.store.claims.save_progress(stranger(task_id), {"progress": 50, "message": "x"}) is None
+    )
     assert app.get(task_id) == running
-    assert app.store.cancel_flag(stranger(task_id)) is None
+    assert app.store.claims.cancel_flag(stranger(task_id)) is None
 
     assert (
-        app.store.save_progress(holding(app, task_id), {"progress": 50, "message": "half"}) is False
+        app.store.claims.save_progress(holding(app, task_id), {"progress": 50, "message": "half"})
+        is False
     )
     saved = app.get(task_id)
     assert (saved.progress, saved.message) == (50, "half")
-    assert app.store.cancel_flag(holding(app, task_id)) is False
+    assert app.store.claims.cancel_flag(holding(app, task_id)) is False
 
     app.cancel(task_id)
-    assert app.store.save_progress(holding(app, task_id), {"progress": 60}) is True
-    assert app.store.cancel_flag(holding(app, task_id)) is True
+    assert app.store.claims.save_progress(holding(app, task_id), {"progress": 60}) is True
+    assert app.store.claims.cancel_flag(holding(app, task_id)) is True
     assert app.get(task_id).progress == 60
 
 
@@ -358,22 +362,22 @@ def test_finish_as_pending_requeues_for_a_later_attempt(app: Stask) -> None:
     retry_at = now + 5 * MINUTE
     again = Outcome(status=Status.PENDING, message="retrying", error="boom", retry_at=retry_at)
 
-    assert app.store.finish(stranger(task_id), again) is False
-    assert app.store.queued_count() == 0
+    assert app.store.claims.finish(stranger(task_id), again) is False
+    assert app.store.task_reads.queued_count() == 0
     first = holding(app, task_id)
-    assert app.store.finish(first, again) is True
+    assert app.store.claims.finish(first, again) is True
 
     waiting = app.get(task_id)
     assert waiting.status is Status.PENDING
     assert (waiting.run_at, waiting.locked_by, waiting.attempts) == (retry_at, None, 1)
     assert (waiting.error, waiting.finished_at) == ("boom", None)
-    assert app.store.queued_count() == 1
+    assert app.store.task_reads.queued_count() == 1
     assert claim_ids(app.store, now=retry_at - dt.timedelta(seconds=1)) == []
 
-    [claimed] = app.store.claim(OTHER, ["inventory"], 5, now=retry_at)
+    [claimed] = app.store.claims.claim(OTHER, ["inventory"], 5, now=retry_at)
     assert (claimed.id, claimed.attempts, claimed.locked_by) == (task_id, 2, OTHER)
-    assert app.store.finish(first, DONE) is False  # the first claim's fence is gone
-    assert app.store.finish(claimed.claim, DONE) is True
+    assert app.store.claims.finish(first, DONE) is False  # the first claim's fence is gone
+    assert app.store.claims.finish(claimed.claim, DONE) is True
 
 
 # -- creating --------------------------------------------------------------------------------
@@ -399,7 +403,7 @@ def test_create_many_uses_a_constant_number_of_inserts_and_keeps_order(app: Stas
 
     assert inserts[500] == inserts[10] <= 2
     assert len(set(created)) == 510
-    assert app.store.queued_count() == 511
+    assert app.store.task_reads.queued_count() == 511
     assert set(claim_ids(app.store, limit=1000)) == {warm, *created}
 
 
@@ -449,7 +453,7 @@ def test_create_many_keeps_order_across_insert_batches(app: Stask) -> None:
     assert batch == sorted(batch)
     options = {task.id: task.options for task in app.list(limit=10_000)}
     assert [options[task_id] for task_id in batch] == [{"n": n} for n in range(2_100)]
-    assert app.store.queued_count() == 2_100
+    assert app.store.task_reads.queued_count() == 2_100
 
 
 def test_create_on_a_rolled_back_connection_leaves_nothing(app: Stask) -> None:
@@ -463,7 +467,7 @@ def test_create_on_a_rolled_back_connection_leaves_nothing(app: Stask) -> None:
         with pytest.raises(TaskNotFound):
             app.get(task_id)
     assert app.count() == 0
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     assert claim_ids(app.store) == []
 
 
@@ -473,7 +477,7 @@ def test_create_on_a_committed_connection_is_claimable(app: Stask) -> None:
         more = app.create_many([("mailer", "send")], connection=conn)
 
     assert app.get(task.id).status is Status.PENDING
-    assert app.store.queued_count() == 2
+    assert app.store.task_reads.queued_count() == 2
     assert claim_ids(app.store) == [task.id, *more]
 
 
@@ -487,7 +491,7 @@ def test_cancel_pending_task_ends_it_at_once(app: Stask) -> None:
 
     assert cancelled.status is Status.CANCELLED
     assert cancelled.finished_at is not None
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     assert claim_ids(app.store) == []
     assert [entry.message for entry in app.get_logs(task_id)] == ["Cancelled before it started"]
 
@@ -500,7 +504,7 @@ def test_cancel_running_task_only_flags_it(app: Stask) -> None:
 
     assert flagged.status is Status.RUNNING
     assert (flagged.cancel_requested, flagged.locked_by, flagged.finished_at) == (True, NODE, None)
-    assert app.store.finish(holding(app, task_id), Outcome(status=Status.CANCELLED)) is True
+    assert app.store.claims.finish(holding(app, task_id), Outcome(status=Status.CANCELLED)) is True
 
 
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
@@ -516,7 +520,9 @@ def test_cancel_finished_task_is_invalid(app: Stask, status: Status) -> None:
 def test_retry_requeues_failed_and_cancelled_tasks(app: Stask) -> None:
     failed = app.create("inventory", "sync_stock", max_attempts=1).id
     assert claim_ids(app.store) == [failed]
-    assert app.store.finish(holding(app, failed), Outcome(status=Status.FAILED, error="Traceback"))
+    assert app.store.claims.finish(
+        holding(app, failed), Outcome(status=Status.FAILED, error="Traceback")
+    )
     cancelled = app.create("mailer", "send").id
     app.cancel(cancelled)
 
@@ -528,9 +534,9 @@ def test_retry_requeues_failed_and_cancelled_tasks(app: Stask) -> None:
             None,
             False,
         )
-    assert app.store.queued_count() == 2
+    assert app.store.task_reads.queued_count() == 2
 
-    by_id = {task.id: task for task in app.store.claim(NODE, WORKERS, 10)}
+    by_id = {task.id: task for task in app.store.claims.claim(NODE, WORKERS, 10)}
     assert set(by_id) == {failed, cancelled}
     # The one attempt allowed was used; a retry must allow one more, not fail at once.
     assert (by_id[failed].attempts, by_id[failed].max_attempts) == (2, 2)
@@ -546,12 +552,12 @@ def test_retry_of_other_states_is_invalid(app: Stask, state: str) -> None:
         if state == "running":
             assert claim_ids(app.store) == [task_id]
     before = app.get(task_id)
-    queued = app.store.queued_count()
+    queued = app.store.task_reads.queued_count()
 
     with pytest.raises(InvalidState):
         app.retry(task_id)
     assert app.get(task_id) == before
-    assert app.store.queued_count() == queued
+    assert app.store.task_reads.queued_count() == queued
 
 
 def test_delete_refuses_running_tasks(app: Stask) -> None:
@@ -581,7 +587,7 @@ def test_delete_removes_task_logs_and_files(app: Stask) -> None:
             app.get(task_id)
         assert app.get_logs(task_id) == []
         assert not (app.settings.storage / "tasks" / str(task_id)).exists()
-    assert app.store.queued_count() == 1
+    assert app.store.task_reads.queued_count() == 1
     assert [entry.message for entry in app.get_logs(kept)] == [f"line of {kept}"]
     assert (app.settings.storage / "tasks" / str(kept) / "out.csv").is_file()
 
@@ -599,7 +605,7 @@ def test_unknown_task_ids_are_not_found(app: Stask, operation: str) -> None:
 def test_clean_old_tasks_removes_only_old_finished_tasks(
     app: Stask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DELETE_BATCH", 2)  # several batches with few rows
+    monkeypatch.setattr(housekeeping_module, "DELETE_BATCH", 2)  # several batches with few rows
     old = [
         finished(app),
         finished(app, Outcome(status=Status.FAILED)),
@@ -627,14 +633,14 @@ def test_clean_old_tasks_removes_only_old_finished_tasks(
         expected = task_id in kept
         assert bool(app.get_logs(task_id)) is expected
         assert (app.settings.storage / "tasks" / str(task_id)).is_dir() is expected
-    assert app.store.queued_count() == 1
+    assert app.store.task_reads.queued_count() == 1
     assert app.clean_old_tasks(days=30) == 0
     with pytest.raises(ValidationError):
         app.clean_old_tasks(days=-1)
 
 
 def test_clean_old_logs_removes_only_old_lines(app: Stask, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "DELETE_BATCH", 2)
+    monkeypatch.setattr(housekeeping_module, "DELETE_BATCH", 2)
     first = app.create("inventory", "sync_stock").id
     second = app.create("mailer", "send").id
     now = utcnow()
@@ -645,7 +651,7 @@ def test_clean_old_logs_removes_only_old_lines(app: Stask, monkeypatch: pytest.M
         (first, 29, "recent"),
         (second, 0, "today"),
     ]
-    app.store.insert_logs(
+    app.store.logs.insert_logs(
         [
             {
                 "task_id": task_id,
@@ -675,7 +681,7 @@ def history(app: Stask) -> dict[str, list[int]]:
     mail = [app.create("mailer", "send").id for _ in range(3)]
     assert claim_ids(app.store, limit=2, identifiers=["inventory"]) == stock[:2]
     for task_id in stock[:2]:
-        assert app.store.finish(holding(app, task_id), DONE)
+        assert app.store.claims.finish(holding(app, task_id), DONE)
     app.cancel(mail[0])
     return {"stock": stock, "mail": mail, "all": stock + mail}
 
@@ -745,7 +751,7 @@ def test_stats_and_counts(app: Stask, history: dict[str, list[int]]) -> None:
     assert app.count(worker="inventory", status="completed") == 2
     assert app.count(worker="mailer", status="completed") == 0
     assert app.count(queue="stock") == 5
-    assert app.store.count_by_worker() == {"inventory": 5, "mailer": 3}
+    assert app.store.task_reads.count_by_worker() == {"inventory": 5, "mailer": 3}
 
 
 def test_a_deadlock_victim_transaction_is_run_again(
@@ -804,19 +810,19 @@ def test_record_and_claim_records_fenced_outcomes_and_claims_in_one_transaction(
 ) -> None:
     first, stolen = app.create_many([("inventory", "sync_stock")] * 2)
     assert claim_ids(app.store, limit=1) == [first]
-    assert ids(app.store.claim(OTHER, ["inventory"], 1)) == [stolen]
+    assert ids(app.store.claims.claim(OTHER, ["inventory"], 1)) == [stolen]
     waiting = app.create_many([("inventory", "sync_stock")] * 3)
 
-    claimed, recorded = app.store.record_and_claim(
+    claimed, recorded = app.store.claims.record_and_claim(
         NODE, ["inventory"], 2, finished=[(holding(app, first), DONE), (stranger(stolen), DONE)]
     )
     assert recorded == {first}  # the other node's task keeps running: the fence held
     assert ids(claimed) == waiting[:2]
     assert app.get(first).status is Status.COMPLETED
     assert app.get(stolen).status is Status.RUNNING
-    assert app.store.running_task_ids(NODE) == waiting[:2]
+    assert app.store.task_reads.running_task_ids(NODE) == waiting[:2]
     # Nothing to claim: the outcomes are still recorded.
-    claimed, recorded = app.store.record_and_claim(
+    claimed, recorded = app.store.claims.record_and_claim(
         NODE, ["inventory"], 0, finished=[(holding(app, waiting[0]), DONE)]
     )
     assert (claimed, recorded) == ([], {waiting[0]})
@@ -832,7 +838,7 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
     first = app.create("inventory", "sync_stock").id
     assert claim_ids(app.store, limit=1) == [first]  # also fills the controls' caches
     other = app.create("inventory", "sync_stock").id
-    assert ids(app.store.claim("node-2", WORKERS, 1)) == [other]
+    assert ids(app.store.claims.claim("node-2", WORKERS, 1)) == [other]
     waiting = app.create_many([("inventory", "sync_stock")] * 2)
     seen: list[str] = []
 
@@ -841,7 +847,7 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
 
     event.listen(app.store.engine, "before_cursor_execute", record)
     try:
-        claimed, recorded = app.store.record_and_claim(
+        claimed, recorded = app.store.claims.record_and_claim(
             NODE, WORKERS, 5, finished=[(holding(app, first), DONE), (stranger(other), DONE)]
         )
     finally:
@@ -855,7 +861,7 @@ def test_a_runners_turn_is_one_statement(app: Stask, dialect: str) -> None:
     assert app.get(first).status is Status.COMPLETED
     assert app.get(other).status is Status.RUNNING  # node-2's: the fence held
     assert [app.get(i).status for i in waiting] == [Status.RUNNING] * 2
-    assert app.store.queued_count() == 0
+    assert app.store.task_reads.queued_count() == 0
     assert claim_ids(app.store, limit=5) == []  # nothing is claimed twice
 
 
@@ -874,7 +880,7 @@ def test_postgresql_plans_a_runners_turn_once(app: Stask, dialect: str) -> None:
             conn.execute(text("ANALYZE s_queue, s_tasks"))
         held: list[Task] = []
         for _ in range(30):  # psycopg prepares at the 6th; then 5 custom plans, then generic
-            claimed, _recorded = store.record_and_claim(
+            claimed, _recorded = store.claims.record_and_claim(
                 NODE, WORKERS, 2, finished=[(task.claim, DONE) for task in held]
             )
             held = claimed
@@ -896,7 +902,7 @@ def test_postgresql_plans_a_runners_turn_once(app: Stask, dialect: str) -> None:
 def test_create_writes_every_new_task_column(app: Stask) -> None:
     """PostgreSQL's one-statement create binds NEW_TASK_COLUMNS: it must be what is written."""
     new = NewTask(identifier="mailer", action="send", options={})
-    [row] = app.store._new_task_rows([new], utcnow())
+    [row] = new_task_rows([new], utcnow())
     assert set(row) == set(NEW_TASK_COLUMNS)
     # PostgreSQL's bulk insert declares each column's type: a column missing there is dropped.
     assert set(dialects._NEW_TASK_TYPES) == set(NEW_TASK_COLUMNS)
@@ -936,5 +942,5 @@ def test_on_postgresql_create_is_one_statement_that_notifies(
     assert app.get(due.id) == due
     assert (due.priority, due.options, due.status) == (Priority.HIGH, {"n": 1}, Status.PENDING)
     assert claim_ids(app.store) == [due.id]  # its queue row exists; the later one's is not due
-    assert app.store.queued_count() == 2  # the later task's and the warm-up's
+    assert app.store.task_reads.queued_count() == 2  # the later task's and the warm-up's
     assert app.get(later.id).status is Status.PENDING

@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from stask import Stask, Status, Task
-from stask.db.rows import Outcome
 from stask.db.store import Store
 from stask.db.tables import workers
 from stask.errors import InvalidQueueSetting, UnknownWorker
-from stask.models import utcnow
+from stask.models import Outcome, utcnow
 from tests.test_cli import assert_one_line_error, stask
 
 NODE = "node-a"
@@ -27,7 +26,7 @@ DONE = Outcome(status=Status.COMPLETED, message="done")
 
 
 def claim(store: Store, limit: int = 100, **kwargs: Any) -> list[Task]:
-    return store.claim(NODE, WORKERS, limit, **kwargs)
+    return store.claims.claim(NODE, WORKERS, limit, **kwargs)
 
 
 def identifiers(found: list[Task]) -> list[str]:
@@ -49,7 +48,7 @@ def test_rate_limit_counts_the_workers_starts_within_the_period(app: Stask) -> N
     first = claim(app.store, now=t0)
     assert identifiers(first) == ["inventory"] * 3 + ["mailer"] * 4
     for task in first:
-        assert app.store.finish(task.claim, DONE)
+        assert app.store.claims.finish(task.claim, DONE)
     assert claim(app.store, now=t0 + dt.timedelta(seconds=30)) == [], "finishing frees no rate"
     assert claim(app.store, now=t0 + dt.timedelta(seconds=59)) == []
     again = claim(app.store, now=t0 + dt.timedelta(seconds=60))
@@ -85,7 +84,7 @@ def test_worker_and_queue_limits_together_take_the_smaller_room(app: Stask) -> N
     first = claim(app.store)
     assert identifiers(first) == ["inventory"] + ["mailer"] * 3, "the queue's 4, one inventory"
     for task in first:
-        assert app.store.finish(task.claim, DONE)
+        assert app.store.claims.finish(task.claim, DONE)
     assert identifiers(claim(app.store)) == ["mailer"] * 3, "inventory's hour is used up"
 
 
@@ -104,11 +103,11 @@ def test_rate_limit_holds_across_concurrent_claimers(
         start.wait(timeout=30)
         idle = 0
         while idle < 15:
-            batch = store.claim(node, WORKERS, 3)
+            batch = store.claims.claim(node, WORKERS, 3)
             taken += [task.id for task in batch]
             idle = 0 if batch else idle + 1
             if batch:
-                store.finish_many([(task.claim, DONE) for task in batch])
+                store.claims.finish_many([(task.claim, DONE) for task in batch])
             time.sleep(0.005)
         return taken
 

@@ -1,4 +1,5 @@
-"""Value objects: tasks, workers and log entries as frozen dataclasses, statuses as str enums."""
+"""Value objects: what crosses the layers (tasks, workers, logs, queues, outcomes, filters,
+nodes) as frozen dataclasses, statuses and priorities as str enums."""
 
 from __future__ import annotations
 
@@ -244,6 +245,98 @@ class QueueInfo:
         data = asdict(self)
         data["paused_until"] = _iso(self.paused_until)
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """One row of ``s_workers`` as stored (``WorkerInfo`` adds what this process knows)."""
+
+    id: int
+    identifier: str
+    class_path: str
+    scope: str
+    title: str
+    description: str | None
+    icon: str
+    actions: tuple[str, ...]
+    active: bool
+    position: int
+    settings: JSONDict
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    rate_limit: int | None = None
+    rate_period_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a caller asks for; the store's task writes turn it into rows."""
+
+    identifier: str
+    action: str
+    options: JSONDict
+    priority: Priority = Priority.NORMAL
+    queue: str = "default"
+    run_at: dt.datetime | None = None
+    max_attempts: int = 3
+    started_by: str | None = None
+    # Honoured by insert_unique_tasks: a second task with the same key is never created.
+    unique_key: str | None = None
+    timeout_seconds: float | None = None
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Filters for listing and counting tasks; empty means all."""
+
+    statuses: tuple[Status, ...] = ()
+    identifier: str | None = None
+    action: str | None = None
+    queue: str | None = None
+    created_after: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended, for the fenced write that records it."""
+
+    status: Status
+    message: str | None = None
+    result: Any = None
+    error: str | None = None
+    progress: int | None = None
+    processed: int | None = None
+    total: int | None = None
+    duration_ms: int | None = None
+    peak_memory: int | None = None
+    retry_at: dt.datetime | None = None
+    # A snooze (`raise Retry(after=...)`): the run counts as an attempt, and the task gets one
+    # more, so snoozing does not use up its failure budget (bounded by settings.max_runs).
+    snooze: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A runner process as it registers in ``s_nodes``."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    queues: list[str]
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rescue:
+    """What one rescue pass did."""
+
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    dead_nodes: list[str] = field(default_factory=list)
+    # Ended as cancelled: an operator asked to cancel them while their runner was silent.
+    cancelled: list[int] = field(default_factory=list)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

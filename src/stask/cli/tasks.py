@@ -12,7 +12,6 @@ from rich.text import Text
 from stask.cli.base import IsoDateTime, echo_json, parse_pairs, pass_app
 from stask.cli.render import log_line, nice_eta, task_detail, tasks_table
 from stask.core.facade import Stask
-from stask.db.engine import safe_url
 from stask.models import Priority, Status
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -24,7 +23,7 @@ STATUS_NAMES = [s.value for s in Status]
 def migrate(app: Stask) -> None:
     """Create or upgrade the database tables."""
     app.migrate()
-    click.echo(f"Database {safe_url(app.url)} is up to date.")
+    click.echo(f"Database {app.database_label()} is up to date.")
 
 
 @click.command()

@@ -36,7 +36,7 @@ def list_(app: Stask, active_only: bool, as_json: bool) -> None:
     elif not found:
         click.echo("No workers registered - run `stask workers discover`.")
     else:
-        Console().print(workers_table(found, app.store.count_by_worker()))
+        Console().print(workers_table(found, app.task_counts_by_worker()))
 
 
 @workers.command()

@@ -22,7 +22,6 @@ from stask.core.context import LeaseLost, TaskCancelled, TaskContext
 from stask.core.isolation import run_coroutine, run_in_child
 from stask.core.values import Limits, storable_text
 from stask.core.worker import BaseWorker
-from stask.db.rows import Outcome
 from stask.db.store import Store
 from stask.errors import (
     DatabaseConflict,
@@ -32,7 +31,7 @@ from stask.errors import (
     SchemaMissing,
     StaskError,
 )
-from stask.models import Claim, JSONDict, Status, Task, utcnow
+from stask.models import Claim, JSONDict, Outcome, Status, Task, utcnow
 
 if TYPE_CHECKING:
     from stask.core.facade import Stask
@@ -77,20 +76,20 @@ class StoreSink:
     # next checkpoint, and the final state is recorded (with retries) by whoever records outcomes.
     def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None:
         try:
-            return self.store.save_progress(claim, values)
+            return self.store.claims.save_progress(claim, values)
         except DatabaseError as err:
             log.warning("task %s: progress not saved: %s", claim.id, err)
             return False
 
     def cancel_requested(self, claim: Claim) -> bool | None:
         try:
-            return self.store.cancel_flag(claim)
+            return self.store.claims.cancel_flag(claim)
         except DatabaseError as err:
             log.warning("task %s: cancellation not checked: %s", claim.id, err)
             return False
 
     def write_logs(self, entries: list[JSONDict]) -> None:
-        self.store.insert_attempt_logs(entries)
+        self.store.claims.insert_attempt_logs(entries)
 
 
 def _peak_rss_bytes() -> int:
@@ -142,13 +141,15 @@ class Executor:
         if finished is None:
             return None
         try:
-            accepted = self.app.store.finish_many([(task.claim, finished.outcome)], finished.logs)
+            accepted = self.app.store.claims.finish_many(
+                [(task.claim, finished.outcome)], finished.logs
+            )
         except Exception as exc:
             if not refused_value(exc):  # the database is away or busy: the caller's to handle
                 raise
             # A value the database refused: record why instead, without the values.
             log.warning("task %s: could not record its outcome: %s", task.id, _error_line(exc))
-            accepted = self.app.store.finish_many([(task.claim, unrecordable(exc))])
+            accepted = self.app.store.claims.finish_many([(task.claim, unrecordable(exc))])
         if task.id not in accepted:
             log.warning("task %s: finish refused, its claim no longer holds it", task.id)
             return None
@@ -160,7 +161,7 @@ class Executor:
         if task.started_at is not None:
             return task
         now = utcnow()
-        attempts = self.store.start_attempt(task.claim, now)
+        attempts = self.store.claims.start_attempt(task.claim, now)
         if attempts is None:
             return None
         return dataclasses.replace(task, attempts=attempts, started_at=now)

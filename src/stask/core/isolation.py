@@ -13,8 +13,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from stask.core.context import LeaseLost, Snapshot, TaskCancelled, TaskContext, TaskTimedOut
-from stask.db.rows import Outcome
-from stask.models import JSONDict, Status, Task
+from stask.models import JSONDict, Outcome, Status, Task
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

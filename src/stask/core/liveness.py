@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from stask.db.nodes import NodeInfo, NodeStore, Rescue
+from stask.db.nodes import NodeStore
 from stask.errors import StaskError
+from stask.models import NodeInfo, Rescue
 
 log = logging.getLogger("stask.liveness")
 

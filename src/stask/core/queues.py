@@ -1,12 +1,17 @@
-"""Checks for queue controls: names, limits and pause times, refused with the bad value named."""
+"""Queue administration: pausing, resuming and limiting named queues, and their overview; each
+name, limit and pause time checked and refused with the bad value named."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from stask.db.queues import QueueStore
 from stask.errors import InvalidQueueSetting
-from stask.models import to_utc_naive, utcnow
+from stask.models import QueueInfo, to_utc_naive, utcnow
+
+if TYPE_CHECKING:
+    from stask.core.facade import Stask
 
 QUEUE_NAME_MAX = 100  # s_tasks.queue, s_queue.queue and s_queues.name are VARCHAR(100)
 LIMIT_MAX = 2**31 - 1  # the limit columns are 32-bit INTEGER on every database
@@ -61,3 +66,40 @@ def check_until(until: Any) -> dt.datetime | None:
             "to pause until resumed"
         )
     return moment
+
+
+# -- queue administration (the facade's queue methods) -----------------------------------------
+
+
+def overview(app: Stask, names: list[str] | None = None) -> list[QueueInfo]:
+    """Every known queue (or those of ``names``): state and counts."""
+    return QueueStore(app.store).overview(names)
+
+
+def queue(app: Stask, name: str) -> QueueInfo:
+    (info,) = overview(app, [check_queue_name(name)])
+    return info
+
+
+def pause(app: Stask, name: str, until: dt.datetime | None) -> QueueInfo:
+    name = check_queue_name(name)
+    moment = check_until(until)
+    QueueStore(app.store).change(name, {"paused": moment is None, "paused_until": moment})
+    return queue(app, name)
+
+
+def resume(app: Stask, name: str) -> QueueInfo:
+    name = check_queue_name(name)
+    QueueStore(app.store).change(name, {"paused": False, "paused_until": None}, create=False)
+    app.wake_local_runners()
+    return queue(app, name)
+
+
+def set_limits(
+    app: Stask, name: str, concurrency: int | None, rate: int | None, period_seconds: int | None
+) -> QueueInfo:
+    name = check_queue_name(name)
+    values = check_limits(concurrency, rate, period_seconds)
+    QueueStore(app.store).change(name, values, create=any(v is not None for v in values.values()))
+    app.wake_local_runners()
+    return queue(app, name)

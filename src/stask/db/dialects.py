@@ -1,4 +1,7 @@
-"""Where SQL must differ between databases: claiming, bulk insert ids, progress round trips."""
+"""Where SQL must differ between databases, one section per database: its ``Store``
+(transactions, wake-ups) and its twins of the repositories whose SQL differs - ``Claims``
+(the claim, the one-statement turn, the batched finish, starting an attempt), ``TaskWrites``
+(bulk insert ids, unique inserts) and, on SQLite, ``Housekeeping`` (the WAL)."""
 
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from stask.db import wakefile
+from stask.db.claims import Claims, start_update
 from stask.db.engine import SQLITE_BUSY_TIMEOUT_MS, build_engine, sqlite_path, translate_errors
+from stask.db.housekeeping import Housekeeping
 from stask.db.notify import CHANNEL, Listener, WakeSource, announce
 from stask.db.queues import QueueScope
 from stask.db.rows import (
@@ -38,17 +43,16 @@ from stask.db.rows import (
     PENDING,
     QUEUED_COLUMNS,
     RUNNING,
-    NewTask,
-    Outcome,
     attempt_fence,
     attempt_fence_sql,
     final_params,
     task_from_row,
 )
-from stask.db.store import Store, start_update
+from stask.db.store import Store
 from stask.db.tables import queue, tasks
+from stask.db.task_writes import TaskWrites, new_task_rows
 from stask.errors import StaskError
-from stask.models import Claim, Task, utcnow
+from stask.models import Claim, NewTask, Outcome, Task, utcnow
 
 if TYPE_CHECKING:  # imported where used: a SQLite runner need not load PostgreSQL's dialect
     from sqlalchemy.dialects import postgresql, sqlite
@@ -88,7 +92,7 @@ def _final_set_clause(target: str, result: str) -> str:
 def _claim_set(starts: str) -> dict[str, str]:
     """What a claim sets, as SQL text for the one-statement turns; ``starts`` is true for the
     rows that start now (the first ``:start`` in claim order), false for prefetched ones.
-    Store._claim_values and Store._start_first are the Core twin used by the general claim:
+    Claims._claim_values and Claims._start_first are the Core twin used by the general claim:
     a column added to one belongs in the other."""
     return {
         "status": str(RUNNING),
@@ -137,43 +141,10 @@ def _sqlite_writer_lock(database: str) -> threading.RLock:
         return _SQLITE_WRITERS.setdefault(database, threading.RLock())
 
 
-class SQLiteStore(Store):
-    """One writer at a time: every write transaction is BEGIN IMMEDIATE (see engine.py)."""
+class SQLiteClaims(Claims):
+    """Claims under BEGIN IMMEDIATE: UPDATE ... RETURNING (the trigger of 0005 empties s_queue)."""
 
-    dialect = "sqlite"
-
-    def transient(self, err: StaskError) -> bool:
-        return False  # the busy timeout already waited for the writer lock
-
-    def __init__(self, engine: Engine, url: URL) -> None:
-        super().__init__(engine, url)
-        self._writer = _sqlite_writer_lock(url.render_as_string(hide_password=False))
-        self.wake_file = wakefile.wake_path(url)
-        database = sqlite_path(url)
-        self.wal_file = None if database is None else Path(f"{database}-wal")
-
-    @contextlib.contextmanager
-    def writing(self, connection: Connection | None = None) -> Iterator[Connection]:
-        """Threads of this process take turns on a Python lock before BEGIN IMMEDIATE.
-
-        SQLite's busy handler polls for the writer lock with sleeps of 1, 2, 5, 10 ms...; a
-        runner's claim and record threads contending through it lost milliseconds per turn.
-        A thread waiting on this lock wakes the moment the other one commits. Other processes
-        still meet the busy timeout.
-
-        A transaction that inserted tasks due now touches the wake file once it has committed
-        (on the caller's connection: at once, as the commit is the caller's to make).
-        """
-        with contextlib.ExitStack() as stack:
-            if connection is None:  # our own transaction: take this process's writer turn
-                stack.enter_context(self._writer)
-            conn = stack.enter_context(super().writing(connection))
-            try:
-                yield conn
-            finally:
-                wake = conn.info.pop(_WAKE, False)
-        if wake:
-            self._touch_wake_file()
+    store: SQLiteStore
 
     def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
         """One UPDATE ... RETURNING, committed without an fsync of its own (synchronous =
@@ -182,7 +153,11 @@ class SQLiteStore(Store):
         costs no more than an attempt given back. A durable commit per prefetched task made
         the drain fsync-bound."""
         stmt = start_update(claim, now or utcnow()).returning(tasks.c.attempts)
-        with self._writer, translate_errors(self.url), self.engine.connect() as conn:
+        with (
+            self.store.writer_lock,
+            translate_errors(self.store.url),
+            self.store.engine.connect() as conn,
+        ):
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA synchronous = NORMAL")
@@ -192,57 +167,6 @@ class SQLiteStore(Store):
             finally:
                 raw.execute("PRAGMA synchronous = FULL")
         return None if attempts is None else int(attempts)
-
-    def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
-        if self.wake_file is not None and any(row["run_at"] <= now for row in rows):
-            conn.info[_WAKE] = True  # touched by writing() after the commit
-
-    def _touch_wake_file(self) -> None:
-        if self.wake_file is not None:
-            wakefile.touch(self.wake_file)
-
-    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
-        return None if self.wake_file is None else wakefile.FileWatcher(self.wake_file, on_wake)
-
-    def maintain(self) -> None:
-        """Checkpoint and truncate a WAL that overlapping readers kept from being reset."""
-        if self.wal_file is None:
-            return  # in memory: no WAL
-        try:
-            size = self.wal_file.stat().st_size
-        except OSError:  # no WAL yet (or unreadable: SQLite itself will say so)
-            return
-        if size < WAL_RESET_BYTES:
-            return
-        # This process's writers wait on the lock rather than on SQLite's busy handler.
-        with self._writer, translate_errors(self.url), self.engine.connect() as conn:
-            raw = conn.connection.driver_connection  # no BEGIN: a checkpoint runs outside one
-            assert raw is not None
-            raw.execute(f"PRAGMA busy_timeout = {WAL_RESET_WAIT_MS}")
-            try:
-                busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            finally:
-                raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        megabytes = size / 2**20
-        if busy:
-            log.warning(
-                "SQLite WAL %s is %.0f MB and readers still used it after %.0f s: checkpointed"
-                " but not reset; trying again at the next heartbeat",
-                self.wal_file,
-                megabytes,
-                WAL_RESET_WAIT_MS / 1000,
-            )
-        else:
-            log.info(
-                "SQLite WAL %s was %.0f MB: checkpointed and truncated", self.wal_file, megabytes
-            )
-
-    def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        # SQLite does not promise RETURNING order, and asking SQLAlchemy to sort falls back to one
-        # INSERT per row. Under the single-writer lock one INSERT assigns increasing rowids in
-        # VALUES order, so sorting the returned ids restores the input order.
-        stmt = insert(tasks).returning(tasks.c.id)
-        return sorted(int(row[0]) for row in conn.execute(stmt, rows))
 
     # One UPDATE ... FROM json_each(...) RETURNING for a whole batch of outcomes.
     # MATERIALIZED: inlined, the planner walked ix_s_tasks_status_id and scanned json_each
@@ -287,16 +211,117 @@ class SQLiteStore(Store):
         )
         return list(conn.execute(stmt).mappings())
 
+
+class SQLiteTaskWrites(TaskWrites):
+    """Ids in VALUES order from one INSERT; a taken unique key skipped by ON CONFLICT."""
+
+    def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        # SQLite does not promise RETURNING order, and asking SQLAlchemy to sort falls back to one
+        # INSERT per row. Under the single-writer lock one INSERT assigns increasing rowids in
+        # VALUES order, so sorting the returned ids restores the input order.
+        stmt = insert(tasks).returning(tasks.c.id)
+        return sorted(int(row[0]) for row in conn.execute(stmt, rows))
+
     def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return _insert_skipping_taken(conn, sqlite_insert(tasks), rows)
 
 
-class PostgresStore(Store):
-    """SKIP LOCKED claim as one statement: pick, delete from the queue, mark running."""
+class SQLiteHousekeeping(Housekeeping):
+    """Resets a WAL that overlapping readers kept from being reset."""
 
-    dialect = "postgresql"
+    store: SQLiteStore
+
+    def maintain(self) -> None:
+        """Checkpoint and truncate a WAL that overlapping readers kept from being reset."""
+        wal_file = self.store.wal_file
+        if wal_file is None:
+            return  # in memory: no WAL
+        try:
+            size = wal_file.stat().st_size
+        except OSError:  # no WAL yet (or unreadable: SQLite itself will say so)
+            return
+        if size < WAL_RESET_BYTES:
+            return
+        # This process's writers wait on the lock rather than on SQLite's busy handler.
+        store = self.store
+        with store.writer_lock, translate_errors(store.url), store.engine.connect() as conn:
+            raw = conn.connection.driver_connection  # no BEGIN: a checkpoint runs outside one
+            assert raw is not None
+            raw.execute(f"PRAGMA busy_timeout = {WAL_RESET_WAIT_MS}")
+            try:
+                busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        megabytes = size / 2**20
+        if busy:
+            log.warning(
+                "SQLite WAL %s is %.0f MB and readers still used it after %.0f s: checkpointed"
+                " but not reset; trying again at the next heartbeat",
+                wal_file,
+                megabytes,
+                WAL_RESET_WAIT_MS / 1000,
+            )
+        else:
+            log.info("SQLite WAL %s was %.0f MB: checkpointed and truncated", wal_file, megabytes)
+
+
+class SQLiteStore(Store):
+    """One writer at a time: every write transaction is BEGIN IMMEDIATE (see engine.py)."""
+
+    dialect = "sqlite"
+    claims_type = SQLiteClaims
+    task_writes_type = SQLiteTaskWrites
+    housekeeping_type = SQLiteHousekeeping
+
+    def transient(self, err: StaskError) -> bool:
+        return False  # the busy timeout already waited for the writer lock
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        super().__init__(engine, url)
+        self.writer_lock = _sqlite_writer_lock(url.render_as_string(hide_password=False))
+        self.wake_file = wakefile.wake_path(url)
+        database = sqlite_path(url)
+        self.wal_file = None if database is None else Path(f"{database}-wal")
+
+    @contextlib.contextmanager
+    def writing(self, connection: Connection | None = None) -> Iterator[Connection]:
+        """Threads of this process take turns on a Python lock before BEGIN IMMEDIATE.
+
+        SQLite's busy handler polls for the writer lock with sleeps of 1, 2, 5, 10 ms...; a
+        runner's claim and record threads contending through it lost milliseconds per turn.
+        A thread waiting on this lock wakes the moment the other one commits. Other processes
+        still meet the busy timeout.
+
+        A transaction that inserted tasks due now touches the wake file once it has committed
+        (on the caller's connection: at once, as the commit is the caller's to make).
+        """
+        with contextlib.ExitStack() as stack:
+            if connection is None:  # our own transaction: take this process's writer turn
+                stack.enter_context(self.writer_lock)
+            conn = stack.enter_context(super().writing(connection))
+            try:
+                yield conn
+            finally:
+                wake = conn.info.pop(_WAKE, False)
+        if wake:
+            self._touch_wake_file()
+
+    def announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
+        if self.wake_file is not None and any(row["run_at"] <= now for row in rows):
+            conn.info[_WAKE] = True  # touched by writing() after the commit
+
+    def _touch_wake_file(self) -> None:
+        if self.wake_file is not None:
+            wakefile.touch(self.wake_file)
+
+    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
+        return None if self.wake_file is None else wakefile.FileWatcher(self.wake_file, on_wake)
+
+
+class PostgresClaims(Claims):
+    """SKIP LOCKED claim as one statement: pick, delete from the queue, mark running."""
 
     # One UPDATE ... FROM jsonb_to_recordset(...) RETURNING for a whole batch of outcomes.
     finish_final_sql = _typed(
@@ -312,23 +337,6 @@ class PostgresStore(Store):
         + " RETURNING s_tasks.id"
     )
 
-    def _announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
-        if any(row["run_at"] <= now for row in rows):
-            announce(conn)  # one per batch; delivered at commit, dropped on rollback
-
-    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
-        return Listener(self.engine, on_wake)
-
-    def __init__(self, engine: Engine, url: URL) -> None:
-        super().__init__(engine, url)
-        # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-
-    @contextlib.contextmanager
-    def _one_statement(self) -> Iterator[Connection]:
-        with translate_errors(self.url), self._autocommit.connect() as conn:
-            yield conn
-
     def start_attempt(self, claim: Claim, now: dt.datetime | None = None) -> int | None:
         """One statement in autocommit whose commit does not wait for the WAL flush
         (synchronous_commit off, for this transaction only): a crash of the runner cannot lose
@@ -336,33 +344,9 @@ class PostgresStore(Store):
         than an attempt given back. Waiting for the flush of every prefetched task's start made
         the drain commit-bound."""
         params = {"id": claim.id, "token": claim.token, "now": now or utcnow()}
-        with self._one_statement() as conn:
+        with self.store.one_statement() as conn:
             attempts = conn.execute(_PG_START, params).scalar_one_or_none()
         return None if attempts is None else int(attempts)
-
-    def insert_task(self, new: NewTask, connection: Connection | None = None) -> Task:
-        """One statement: the task, its queue row and, when due, the NOTIFY (_PG_CREATE), in
-        autocommit unless it is part of the caller's transaction."""
-        now = utcnow()
-        [row] = self._new_task_rows([new], now)
-        stmt = _PG_CREATE[row["run_at"] <= now]
-        place = self._one_statement() if connection is None else self.writing(connection)
-        with place as conn:
-            stored = conn.execute(stmt, row).mappings().one()
-        return task_from_row(stored)
-
-    def _insert_queued(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        """One statement per 1,000 tasks inserts them and their queue rows (_PG_INSERT_MANY),
-        from a single JSON parameter: SQLAlchemy's multi-row VALUES sent 14 parameters a task,
-        and psycopg parsed that 1,000-row SQL text anew for every batch."""
-        ids: list[int] = []
-        for start in range(0, len(rows), INSERT_BATCH):
-            payload = _new_rows_json(rows[start : start + INSERT_BATCH])
-            # Sequence values follow the SELECT's ORDER BY: ascending ids are input order.
-            ids.extend(
-                sorted(int(i) for i in conn.execute(_PG_INSERT_MANY, {"rows": payload}).scalars())
-            )
-        return ids
 
     def turn_statement(self, served: bool, limit: int) -> TextualSelect:
         return _pg_turn(" AND queue = ANY(:queues)" if served else "", limit)
@@ -402,10 +386,64 @@ class PostgresStore(Store):
         )
         return list(conn.execute(stmt).mappings())
 
+
+class PostgresTaskWrites(TaskWrites):
+    """One statement creates a task with its queue row and NOTIFY; one per 1,000 in bulk."""
+
+    def insert_task(self, new: NewTask, connection: Connection | None = None) -> Task:
+        """One statement: the task, its queue row and, when due, the NOTIFY (_PG_CREATE), in
+        autocommit unless it is part of the caller's transaction."""
+        now = utcnow()
+        [row] = new_task_rows([new], now)
+        stmt = _PG_CREATE[row["run_at"] <= now]
+        store = self.store
+        place = store.one_statement() if connection is None else store.writing(connection)
+        with place as conn:
+            stored = conn.execute(stmt, row).mappings().one()
+        return task_from_row(stored)
+
+    def _insert_queued(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """One statement per 1,000 tasks inserts them and their queue rows (_PG_INSERT_MANY),
+        from a single JSON parameter: SQLAlchemy's multi-row VALUES sent 14 parameters a task,
+        and psycopg parsed that 1,000-row SQL text anew for every batch."""
+        ids: list[int] = []
+        for start in range(0, len(rows), INSERT_BATCH):
+            payload = _new_rows_json(rows[start : start + INSERT_BATCH])
+            # Sequence values follow the SELECT's ORDER BY: ascending ids are input order.
+            ids.extend(
+                sorted(int(i) for i in conn.execute(_PG_INSERT_MANY, {"rows": payload}).scalars())
+            )
+        return ids
+
     def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
         return _insert_skipping_taken(conn, postgresql_insert(tasks), rows)
+
+
+class PostgresStore(Store):
+    """NOTIFY wakes idle runners; a statement that is a whole transaction runs in autocommit."""
+
+    dialect = "postgresql"
+    claims_type = PostgresClaims
+    task_writes_type = PostgresTaskWrites
+
+    def announce(self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: Any) -> None:
+        if any(row["run_at"] <= now for row in rows):
+            announce(conn)  # one per batch; delivered at commit, dropped on rollback
+
+    def wake_source(self, on_wake: Callable[[], None]) -> WakeSource | None:
+        return Listener(self.engine, on_wake)
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        super().__init__(engine, url)
+        # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        with translate_errors(self.url), self._autocommit.connect() as conn:
+            yield conn
 
 
 @functools.lru_cache(maxsize=256)
@@ -429,7 +467,7 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
     columns = ", ".join(f"claimed.{column.name}" for column in tasks.c)
     sql = (
         "WITH fin AS ("
-        + PostgresStore.finish_final_sql.text
+        + PostgresClaims.finish_final_sql.text
         + "), picked AS MATERIALIZED (SELECT task_id, priority, run_at FROM s_queue"
         " WHERE run_at <= :now AND identifier = ANY(:idents)"
         " AND identifier IN (SELECT identifier FROM s_workers WHERE active)"
@@ -454,7 +492,7 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
     return _typed(sql).columns(column("recorded_ids"), *tasks.c)
 
 
-# Store.start_attempt on PostgreSQL, fenced by the claim (c) as every write of an attempt.
+# Claims.start_attempt on PostgreSQL, fenced by the claim (c) as every write of an attempt.
 _PG_START = _typed(
     "UPDATE s_tasks SET attempts = s_tasks.attempts + 1, started_at = :now, updated_at = :now"
     " FROM (VALUES (CAST(:id AS BIGINT), CAST(:token AS TEXT))) AS c(id, token),"
@@ -466,7 +504,7 @@ _PG_START = _typed(
 
 def _pg_create(notify: bool) -> Select[Any]:
     """INSERT a task RETURNING it, INSERT its queue row from that, and (``notify``) NOTIFY:
-    one statement where create() took three. Parameters: the columns of _new_task_rows."""
+    one statement where create() took three. Parameters: the columns of new_task_rows."""
     values = {name: bindparam(name, type_=tasks.c[name].type) for name in NEW_TASK_COLUMNS}
     inserted = insert(tasks).values(values).returning(*tasks.c).cte("inserted")
     queued = insert(queue).from_select(
@@ -515,7 +553,7 @@ _PG_INSERT_MANY = text(
 
 
 def _new_rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows of ``_new_task_rows`` as the JSON array of _PG_INSERT_MANY; ``n`` keeps their order.
+    """Rows of ``new_task_rows`` as the JSON array of _PG_INSERT_MANY; ``n`` keeps their order.
     Datetimes are naive UTC (the facade's to_utc_naive) and go as ISO text."""
 
     def plain(value: Any) -> Any:
@@ -579,13 +617,10 @@ _MYSQL_TYPES = {  # JSON_TABLE column types for the payload's SQL types
 }
 
 
-class MySQLStore(Store):
-    """MariaDB / MySQL: SELECT ... FOR UPDATE SKIP LOCKED at READ COMMITTED; deadlocks retried.
-
-    UPDATE has no RETURNING here, so the claimed rows are read back by primary key.
-    """
-
-    dialect = "mysql"
+class MySQLClaims(Claims):
+    """SELECT ... FOR UPDATE SKIP LOCKED at READ COMMITTED, then DELETE and UPDATE; deadlocks
+    are retried (Store.retrying). UPDATE has no RETURNING here, so the claimed rows are read
+    back by primary key."""
 
     # MariaDB does not seek in a correlated subquery (the skip scan would read the whole index)
     # but reads DISTINCT of an index prefix by a loose index scan.
@@ -644,7 +679,7 @@ class MySQLStore(Store):
         return list(conn.execute(claimed.where(tasks.c.status == RUNNING)).mappings())
 
     def save_progress(self, claim: Claim, values: Mapping[str, Any]) -> bool | None:
-        with self.writing() as conn:
+        with self.store.writing() as conn:
             stmt = (
                 update(tasks)
                 .where(attempt_fence(claim.id, claim.token))
@@ -657,6 +692,10 @@ class MySQLStore(Store):
             ).scalar_one()
         return bool(flag)
 
+
+class MySQLTaskWrites(TaskWrites):
+    """A taken unique key skipped by INSERT IGNORE, one row at a time."""
+
     def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         # No RETURNING on MySQL: one INSERT IGNORE per row tells by its row count whether it
         # created the task (schedules insert a handful at a time). IGNORE would also turn a
@@ -668,6 +707,14 @@ class MySQLStore(Store):
             if result.rowcount == 1 and result.inserted_primary_key:
                 ids.append(int(result.inserted_primary_key[0]))
         return sorted(ids)
+
+
+class MySQLStore(Store):
+    """MariaDB / MySQL: no push, runners poll; deadlock victims are retried (``transient``)."""
+
+    dialect = "mysql"
+    claims_type = MySQLClaims
+    task_writes_type = MySQLTaskWrites
 
 
 def _insert_skipping_taken(

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, RowMapping, case, delete, exists, insert, select, update
 
+from stask.db.claims import held_by
 from stask.db.rows import PENDING, RUNNING, attempt_fence
-from stask.db.store import Store, held_by
 from stask.db.tables import nodes, task_logs, tasks
-from stask.models import Claim, Status, utcnow
+from stask.db.task_writes import enqueue_existing
+from stask.models import Claim, NodeInfo, Rescue, Status, utcnow
+
+if TYPE_CHECKING:
+    from stask.db.store import Store
 
 # A running task of a silent node, as rescue_stale reads it.
 STALE_COLUMNS = (
@@ -30,27 +33,6 @@ STALE_COLUMNS = (
     tasks.c.cancel_requested,
 )
 _StaleRow = Row[Any, Any, Any, Any, Any, Any, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Rescue:
-    """What one rescue pass did."""
-
-    requeued: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    dead_nodes: list[str] = field(default_factory=list)
-    # Ended as cancelled: an operator asked to cancel them while their runner was silent.
-    cancelled: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    id: str
-    host: str
-    pid: int
-    concurrency: int
-    queues: list[str]
-    version: str
 
 
 class NodeStore:
@@ -167,7 +149,7 @@ class NodeStore:
             if conn.execute(taken).rowcount == 0:
                 return False
             if status is Status.PENDING:
-                self.store.enqueue_existing(conn, [task_id])
+                enqueue_existing(conn, [task_id])
             conn.execute(
                 insert(task_logs).values(
                     task_id=task_id,
@@ -212,7 +194,7 @@ class NodeStore:
                         updated_at=now,
                     )
                 )
-                self.store.enqueue_existing(conn, requeue)
+                enqueue_existing(conn, requeue)
             if cancel:
                 conn.execute(
                     update(tasks)

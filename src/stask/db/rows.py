@@ -1,24 +1,32 @@
-"""What crosses the store's boundary: the tasks callers ask for, how attempts ended, filters,
-and the conversions between them and rows. No SQL is run here."""
+"""Conversions between rows and the value objects of ``stask.models``, and the SQL pieces every
+repository shares (the attempt fence, filter clauses). No SQL is run here."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_
 from sqlalchemy.sql.elements import ColumnElement
 
 from stask.db.tables import tasks
-from stask.models import Claim, JSONDict, LogEntry, Priority, Status, Task
+from stask.models import (
+    Claim,
+    LogEntry,
+    Outcome,
+    Priority,
+    Status,
+    Task,
+    TaskFilter,
+    WorkerRecord,
+)
 
 RUNNING = Status.RUNNING.code
 PENDING = Status.PENDING.code
 FINAL_CODES = (Status.COMPLETED.code, Status.CANCELLED.code, Status.FAILED.code)
-# What creating a task writes (Store._new_task_rows; PostgreSQL's one-statement create binds
+# What creating a task writes (task_writes.new_task_rows; PostgreSQL's one-statement create binds
 # exactly these).
 NEW_TASK_COLUMNS = (
     "identifier",
@@ -53,66 +61,20 @@ def attempt_fence_sql(task: str, claim: str) -> str:
     return f"{task}.id = {claim}.id AND {task}.claim_token = {claim}.token AND {task}.status = 50"
 
 
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """What a caller asks for; ``Store.insert_tasks`` turns it into rows."""
-
-    identifier: str
-    action: str
-    options: JSONDict
-    priority: Priority = Priority.NORMAL
-    queue: str = "default"
-    run_at: dt.datetime | None = None
-    max_attempts: int = 3
-    started_by: str | None = None
-    # Honoured by insert_unique_tasks: a second task with the same key is never created.
-    unique_key: str | None = None
-    timeout_seconds: float | None = None
-    expires_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFilter:
-    """Filters for listing and counting tasks; empty means all."""
-
-    statuses: tuple[Status, ...] = ()
-    identifier: str | None = None
-    action: str | None = None
-    queue: str | None = None
-    created_after: dt.datetime | None = None
-
-    def clauses(self) -> list[ColumnElement[bool]]:
-        found: list[ColumnElement[bool]] = []
-        if self.statuses:
-            found.append(tasks.c.status.in_([s.code for s in self.statuses]))
-        if self.identifier:
-            found.append(tasks.c.identifier == self.identifier)
-        if self.action:
-            found.append(tasks.c.action == self.action)
-        if self.queue:
-            found.append(tasks.c.queue == self.queue)
-        if self.created_after:
-            found.append(tasks.c.created_at >= self.created_after)
-        return found
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How an attempt ended, for the fenced write that records it."""
-
-    status: Status
-    message: str | None = None
-    result: Any = None
-    error: str | None = None
-    progress: int | None = None
-    processed: int | None = None
-    total: int | None = None
-    duration_ms: int | None = None
-    peak_memory: int | None = None
-    retry_at: dt.datetime | None = None
-    # A snooze (`raise Retry(after=...)`): the run counts as an attempt, and the task gets one
-    # more, so snoozing does not use up its failure budget (bounded by settings.max_runs).
-    snooze: bool = False
+def filter_clauses(where: TaskFilter) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a ``TaskFilter``; none for an empty one."""
+    found: list[ColumnElement[bool]] = []
+    if where.statuses:
+        found.append(tasks.c.status.in_([s.code for s in where.statuses]))
+    if where.identifier:
+        found.append(tasks.c.identifier == where.identifier)
+    if where.action:
+        found.append(tasks.c.action == where.action)
+    if where.queue:
+        found.append(tasks.c.queue == where.queue)
+    if where.created_after:
+        found.append(tasks.c.created_at >= where.created_after)
+    return found
 
 
 def in_claim_order(found: list[Task]) -> list[Task]:
@@ -217,3 +179,23 @@ def final_params(finished: Sequence[tuple[Claim, Outcome]], now: dt.datetime) ->
     """Parameters of a dialect's ``finish_final_sql``: the outcomes as one JSON array, and
     their ids (PostgreSQL's finish looks them up by primary key)."""
     return {"rows": final_payload(finished), "ids": [claim.id for claim, _ in finished], "now": now}
+
+
+def worker_from_row(row: Mapping[Any, Any]) -> WorkerRecord:
+    return WorkerRecord(
+        id=int(row["id"]),
+        identifier=row["identifier"],
+        class_path=row["class_path"],
+        scope=row["scope"],
+        title=row["title"],
+        description=row["description"],
+        icon=row["icon"],
+        actions=tuple(row["actions"] or ()),
+        active=bool(row["active"]),
+        position=int(row["position"]),
+        settings=dict(row["settings"] or {}),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        rate_limit=row["rate_limit"],
+        rate_period_seconds=row["rate_period_seconds"],
+    )

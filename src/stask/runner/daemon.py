@@ -19,15 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stask.core.context import TaskContext
-from stask.core.executor import Executor, Finished, refused_value, unrecordable
+from stask.core.executor import Finished, refused_value, unrecordable
 from stask.core.facade import Stask
-from stask.core.liveness import Liveness
 from stask.core.queues import check_queue_name
-from stask.db.dialects import hot_path_store
-from stask.db.nodes import NodeStore, Rescue
-from stask.db.rows import Outcome
+from stask.core.running import HotPath
 from stask.errors import ConfigError, StaskError
-from stask.models import Claim, JSONDict, Task
+from stask.models import Claim, JSONDict, Outcome, Rescue, Task
 from stask.runner.pace import Pace
 
 log = logging.getLogger("stask.runner")
@@ -74,14 +71,11 @@ class Runner:
         self.prefetch = (
             self.options.concurrency if self.options.prefetch is None else self.options.prefetch
         )
-        # Claims, starts, records and heartbeats go through their own pool (hot_path_store).
-        self.store = hot_path_store(app.store)
-        self.executor = Executor(app, self.node_id, self.store)
-        self.liveness = Liveness(
-            NodeStore(self.store),
+        # Claims, starts, records and heartbeats go through their own pool (core/running.py).
+        self.db = HotPath(app)
+        self.executor = self.db.executor(self.node_id)
+        self.liveness = self.db.liveness(
             self.node_id,
-            lease_seconds=app.settings.lease_seconds,
-            heartbeat_seconds=app.settings.heartbeat_seconds,
             concurrency=self.options.concurrency,
             queues=list(self.options.queues),
             on_rescue=self._on_rescue,
@@ -109,7 +103,7 @@ class Runner:
         self.wakeups = 0
         app.on_enqueue(self.wake)
         # LISTEN on PostgreSQL, the wake file on SQLite: another process's enqueue wakes us.
-        self.listener = app.store.wake_source(self.wake)
+        self.listener = self.db.wake_source(self.wake)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -152,7 +146,7 @@ class Runner:
         except Exception as err:
             log.warning("firing due schedules failed: %s: %s", type(err).__name__, err)
         try:
-            self.store.maintain()
+            self.db.maintain()
         except Exception as err:
             log.warning("database upkeep failed: %s: %s", type(err).__name__, err)
 
@@ -210,8 +204,7 @@ class Runner:
             if self.listener is not None:
                 self.listener.stop()
             self.liveness.stop()
-            if self.store is not self.app.store:
-                self.store.dispose()
+            self.db.close()
             raise
         log.info(
             "runner %s: %d threads, prefetch %d, queues %s",
@@ -243,7 +236,7 @@ class Runner:
                 try:
                     finished, logs = _to_record(batch)
                     began = time.monotonic()
-                    claimed, accepted = self.store.record_and_claim(
+                    claimed, accepted = self.db.record_and_claim(
                         self.node_id,
                         identifiers,
                         want,
@@ -371,7 +364,7 @@ class Runner:
             # Started by its claim, but it waited (this process was starved): its lease may
             # have run out meanwhile and the task been rescued. Check the claim before running.
             try:
-                held = self.store.cancel_flag(task.claim) is not None
+                held = self.db.cancel_flag(task.claim) is not None
             except StaskError as err:
                 log.warning("task %s: could not check its claim: %s", task.id, err)
                 held = False
@@ -405,7 +398,7 @@ class Runner:
             batch = self._take_done()
             if batch:
                 try:
-                    accepted = self.store.finish_many(*_to_record(batch))
+                    accepted = self.db.finish_many(*_to_record(batch))
                     self._recorded(batch, accepted)
                     failures = 0
                 except Exception as err:
@@ -438,7 +431,7 @@ class Runner:
         the one that cannot be written as failed with the reason, so no other task waits."""
         for item in batch:
             try:
-                accepted = self.store.finish_many(*_to_record([item]))
+                accepted = self.db.finish_many(*_to_record([item]))
             except Exception as err:
                 if not refused_value(err):
                     log.warning("task %s: outcome not recorded yet: %s", item.task.id, err)
@@ -447,7 +440,7 @@ class Runner:
                 log.warning("task %s: its outcome cannot be stored: %s", item.task.id, err)
                 why = Finished(item.task, unrecordable(err), [])
                 try:
-                    accepted = self.store.finish_many(*_to_record([why]))
+                    accepted = self.db.finish_many(*_to_record([why]))
                 except Exception as again:
                     log.warning("task %s: outcome not recorded yet: %s", item.task.id, again)
                     self._unrecorded([why])
@@ -466,7 +459,7 @@ class Runner:
         if suspects:
             claims = [item.task.claim for item in batch if item.task.id in suspects]
             try:
-                earlier = self.store.final_under(claims)
+                earlier = self.db.final_under(claims)
             except StaskError as err:
                 log.debug("could not check refused finishes: %s", err)
                 earlier = set()
@@ -492,7 +485,7 @@ class Runner:
         connection: without this they would stay running under a live node forever.
         """
         try:
-            in_database = self.store.running_claims(self.node_id)
+            in_database = self.db.running_claims(self.node_id)
         except StaskError as err:
             log.warning("could not check held tasks: %s", err)
             return
@@ -525,22 +518,21 @@ class Runner:
         # unfinished: also a task whose thread gave up early (its lease looked lost) or one
         # this process lost track of. Releasing them here beats waiting out the lease.
         try:
-            unfinished = sorted({*unfinished, *self.store.running_claims(self.node_id)})
+            unfinished = sorted({*unfinished, *self.db.running_claims(self.node_id)})
         except StaskError as err:
             log.warning("could not list held tasks at shutdown: %s", err)
         self._release(unfinished, "Released: its runner shut down before it finished")
         if self.listener is not None:
             self.listener.stop()
         self.liveness.stop()
-        if self.store is not self.app.store:
-            self.store.dispose()
+        self.db.close()
         log.info("runner %s stopped: %d tasks recorded", self.node_id, self.completed)
 
     def _release(self, claims: list[Claim], message: str) -> None:
         if not claims:
             return
         try:
-            released = NodeStore(self.store).release(claims, message)
+            released = self.db.release(claims, message)
             log.info("released %d task(s) back to the queue", len(released))
         except StaskError as err:  # the rescuer requeues them after the lease instead
             log.warning("could not release %s: %s", [claim.id for claim in claims], err)
