@@ -58,7 +58,7 @@ $(PEERS_VENV)/.installed:
 	$(PEERS_VENV)/bin/pip install --quiet 'pgqueuer[asyncpg]' procrastinate 'psycopg[binary]'
 	touch $@
 
-.PHONY: bench bench-quick bench-soak
+.PHONY: bench bench-quick bench-soak bench-web
 bench: $(VENV)/.dev-installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.run
 
@@ -69,3 +69,7 @@ bench-quick: $(VENV)/.dev-installed $(PEERS_VENV)/.installed
 ## bench-soak: PostgreSQL runner for 10 min at a steady rate over 1,000,000 finished tasks
 bench-soak: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.soak
+
+## bench-web: p50/p95 of the web API's list, count, search and summary routes over 1,000,000 tasks
+bench-web: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.web_routes

@@ -372,6 +372,20 @@ class TaskQuery:
     created_to: dt.datetime | None = None
     meta: tuple[tuple[str, str], ...] = ()
     before_id: int | None = None
+    # The oldest id a search reads (a scan window, see core/listing.py); None: no floor.
+    from_id: int | None = None
+
+    @property
+    def scans(self) -> bool:
+        """Whether no index orders this query's rows, so finding them reads rows one by one
+        (a ``meta`` value, an action, a queue or a date range, without an id)."""
+        return self.task_id is None and bool(
+            self.meta
+            or self.action
+            or self.queue
+            or self.created_from is not None
+            or self.created_to is not None
+        )
 
     def to_dict(self) -> JSONDict:
         return {

@@ -25,6 +25,10 @@ from stask.errors import ValidationError
 from stask.models import LogEntry, Status, Task, TaskQuery, to_utc_naive
 
 COUNT_CAP = 10_000
+# A search no index orders (a meta value, an action, a queue, dates) reads rows one by one:
+# one request reads at most this many ids, newest first, then answers what it found and where
+# to go on (a rare value in 1,000,000 tasks would otherwise read them all, ~0.5 s).
+SCAN_WINDOW = 100_000
 PREVIEW_CHARS = 200
 MAX_PAGE = 500
 SEARCH_HELP = (
@@ -114,21 +118,78 @@ def _preview(value: Any) -> str | None:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of a list. ``searched_to`` is set when a scan window ended the search before
+    the oldest task: ids from it up were read, and ``next_cursor`` (= ``searched_to``) goes on
+    below it, even when this page has fewer rows than asked for."""
+
+    tasks: list[Task]
+    next_cursor: int | None
+    searched_to: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    count: int
+    capped: bool  # more than the cap match
+    searched_to: int | None = None  # only ids from here up were counted (a scan window)
+
+    @property
+    def text(self) -> str:
+        """ "1,234", or "10,000+" when capped or when older tasks were not searched."""
+        more = self.capped or self.searched_to is not None
+        return f"{self.count:,}+" if more else f"{self.count:,}"
+
+
 class Listing:
     def __init__(self, store: Store, redactor: Redactor) -> None:
         self.rows = TaskLists(store)
         self.redact = redactor
 
-    def page(self, query: TaskQuery, limit: int = 50) -> tuple[list[Task], int | None]:
-        """One page, newest first, and the cursor of the next page (None at the end)."""
+    def _window(self, query: TaskQuery, window: int | None) -> TaskQuery:
+        """``query`` with a floor ``window`` ids below where it starts, if it scans and the
+        table reaches further down than that."""
+        if not query.scans:
+            return query
+        ends = self.rows.id_range()
+        if ends is None:
+            return query
+        oldest, newest = ends
+        top = min(query.before_id or newest + 1, newest + 1)
+        floor = top - (SCAN_WINDOW if window is None else window)
+        return dataclasses.replace(query, from_id=floor) if floor > oldest else query
+
+    def search(self, query: TaskQuery, limit: int = 50, window: int | None = None) -> Page:
+        """One page, newest first; a query no index orders reads at most ``window`` ids
+        (default SCAN_WINDOW)."""
         limit = max(1, min(limit, MAX_PAGE))
-        found = self.rows.page(query, limit + 1)
+        bounded = self._window(query, window)
+        found = self.rows.page(bounded, limit + 1)
         more = len(found) > limit
         found = found[:limit]
-        return found, (found[-1].id if more and found else None)
+        if more and found:
+            return Page(found, found[-1].id)
+        if bounded.from_id is not None:  # the window ended before the table did
+            return Page(found, bounded.from_id, searched_to=bounded.from_id)
+        return Page(found, None)
+
+    def page(self, query: TaskQuery, limit: int = 50) -> tuple[list[Task], int | None]:
+        """One page, newest first, and the cursor of the next page (None at the end)."""
+        found = self.search(query, limit)
+        return found.tasks, found.next_cursor
 
     def count(self, query: TaskQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        """Every match, counted up to ``cap`` (reads the whole table for a rare meta value:
+        for a bulk action's confirmation, not for a page)."""
         return self.rows.count(dataclasses.replace(query, before_id=None), cap)
+
+    def estimate(self, query: TaskQuery, cap: int = COUNT_CAP, window: int | None = None) -> Count:
+        """A count for a page: capped at ``cap``, and over the newest ``window`` ids (default
+        SCAN_WINDOW) when no index orders the query (then marked with ``searched_to``)."""
+        bounded = self._window(dataclasses.replace(query, before_id=None), window)
+        count, capped = self.rows.count(bounded, cap)
+        return Count(count, capped, None if capped else bounded.from_id)
 
     def row(self, task: Task) -> dict[str, Any]:
         """A list row: the task without its error, options and result as short previews."""

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from stask.core.stats import Statistics
+from stask.core.stats import READ_ROLL_UP_SECONDS, Statistics
 from stask.db.stats import DURATION_BOUNDS_MS
 from stask.db.store import Store
 from stask.settings import Settings
@@ -34,7 +34,7 @@ class StaskCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        self.statistics.refresh()
+        self.statistics.refresh(max_seconds=READ_ROLL_UP_SECONDS)
         reads = self.statistics.stats
         found = reads.finished_since(None)
         tasks = CounterMetricFamily(

@@ -16,6 +16,9 @@ __all__ = ["DURATION_BOUNDS_MS", "Statistics", "duration_quantile_ms"]
 
 MAX_HOURS = 24 * 365
 MIB = 1024 * 1024
+# A read rolls up at most about this long: after an upgrade the first roll-up has the whole
+# history to add, which the runner's own refresh (no budget) works through meanwhile.
+READ_ROLL_UP_SECONDS = 1.0
 
 
 def clamp_hours(hours: int) -> int:
@@ -111,7 +114,7 @@ class Statistics:
     def _period(self, hours: int, now: dt.datetime | None) -> tuple[int, dt.datetime, dt.datetime]:
         hours = clamp_hours(hours)
         now = now or utcnow()
-        self.refresh(now)
+        self.refresh(now, max_seconds=READ_ROLL_UP_SECONDS)
         return hours, hour_floor(now) - hours * HOUR, now
 
     def summary(self, hours: int = 24, *, now: dt.datetime | None = None) -> JSONDict:

@@ -112,8 +112,12 @@ def result_file(app: Stask, task_id: int) -> Path:
     relative = task.result_file
     if relative is None:
         raise ResultNotFound(f"task {task_id} has no result file")
-    path = (app.settings.storage / relative).resolve()
-    if app.settings.storage.resolve() not in path.parents or not path.is_file():
+    try:  # a NUL byte, or a name the OS refuses, is no file of ours either
+        path = (app.settings.storage / relative).resolve()
+        inside = app.settings.storage.resolve() in path.parents and path.is_file()
+    except (ValueError, OSError):
+        inside = False
+    if not inside:
         raise ResultNotFound(f"the result file of task {task_id} ({relative}) is gone")
     return path
 

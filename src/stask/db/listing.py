@@ -44,6 +44,8 @@ def query_clauses(query: TaskQuery) -> list[ColumnElement[bool]]:
         found.append(element.as_string() == value)
     if query.before_id is not None:
         found.append(tasks.c.id < query.before_id)
+    if query.from_id is not None:
+        found.append(tasks.c.id >= query.from_id)
     return found
 
 
@@ -57,6 +59,13 @@ class TaskLists:
         stmt = select(tasks).where(*query_clauses(query)).order_by(tasks.c.id.desc()).limit(limit)
         with self.store.reading() as conn:
             return [task_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    def id_range(self) -> tuple[int, int] | None:
+        """The oldest and newest task ids (both ends of the primary key), None when empty."""
+        stmt = select(func.min(tasks.c.id), func.max(tasks.c.id))
+        with self.store.reading() as conn:
+            low, high = conn.execute(stmt).one()
+        return None if low is None else (int(low), int(high))
 
     def count(self, query: TaskQuery, cap: int) -> tuple[int, bool]:
         """How many tasks match, counting at most ``cap`` + 1: (count, whether it hit the cap)."""

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stask import __version__
 from stask.core.facade import Stask
 from stask.web import errors, system, tasks, workers
-from stask.web.errors import error_response
+from stask.web.errors import BodyTooLarge, error_response
 from stask.web.headers import SecurityHeaders
 from stask.web.security import AuthHook, WebContext, declared
 
@@ -20,7 +20,8 @@ UPLOAD_SUFFIX = "/upload"
 
 
 class BodyLimit:
-    """413 for a body over 2 MiB, except uploads (bounded by max_upload_bytes)."""
+    """413 for a body over 2 MiB, except uploads (bounded by max_upload_bytes); 400 for a NUL
+    in the address."""
 
     def __init__(self, app: ASGIApp, upload_limit: int) -> None:
         self.app = app
@@ -31,6 +32,12 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        if "\x00" in path or b"%00" in scope.get("query_string", b""):
+            # No name stask keeps can hold a NUL (PostgreSQL's text cannot at all).
+            await error_response(400, "the address contains a NUL character (%00)")(
+                scope, receive, send
+            )
+            return
         limit = self.upload_limit + 64 * 1024 if path.endswith(UPLOAD_SUFFIX) else MAX_BODY
         length = dict(scope.get("headers", ())).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
@@ -44,17 +51,13 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
-        except _TooLarge:
+        except BodyTooLarge:
             await error_response(413, f"the body is over {limit:,} bytes")(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(

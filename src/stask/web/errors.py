@@ -45,6 +45,10 @@ class ApiError(StaskError):
         self.code = code or CODES.get(status, "error")
 
 
+class BodyTooLarge(Exception):
+    """Raised from inside ``receive`` when a body streams past its limit: the app answers 413."""
+
+
 class ErrorBody(BaseModel):
     """The body of every error response."""
 
@@ -76,6 +80,27 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def json_error_bodies(api: FastAPI) -> None:
+    """Document every error answer as the JSON ``ErrorBody`` it is: FastAPI gives an error
+    response the media type of its route's success, so a file route said ``text/plain``."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is not None:
+            return api.openapi_schema
+        schema = generate()
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status.isdigit() and int(status) >= 400:
+                        response["content"] = body
+        api.openapi_schema = schema
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
 def _validation_message(err: RequestValidationError) -> str:
     parts = []
     for problem in err.errors()[:5]:
@@ -92,6 +117,10 @@ def install(api: FastAPI) -> None:
             log.warning("%s %s: %s", request.method, request.url.path, err.message)
         if status == 500:  # a configuration problem: its wording may name settings
             return error_response(500, "stask failed on the server - see the server's log")
+        if status == 503 and not isinstance(err, ApiError):  # its wording names the database
+            return error_response(
+                503, "the database is unreachable or refused the request - see the server's log"
+            )
         return error_response(status, err.message, getattr(err, "code", None))
 
     async def http_error(_request: Request, err: Exception) -> JSONResponse:
@@ -111,6 +140,7 @@ def install(api: FastAPI) -> None:
         log.exception("%s %s failed", request.method, request.url.path)
         return error_response(500, "stask failed on the server - see the server's log")
 
+    json_error_bodies(api)
     api.add_exception_handler(StaskError, stask_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(RequestValidationError, invalid)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
@@ -33,6 +34,12 @@ from stask.web.security import context, principal_of, route
 router = APIRouter(responses=ERROR_RESPONSES)
 BULK_DIRECT_MAX = 1000
 SSE_SECONDS = 0.5
+# An event stream ends after this long; EventSource reconnects by itself (``retry`` below), so a
+# proxy or a forgotten tab never holds a connection and a thread's turn forever.
+STREAM_SECONDS = 300.0
+SSE_RETRY_MS = 2000
+# Files a task made or logs: never run as a page, never framed (X-Frame-Options alone is legacy).
+FILE_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
 
 
 class Envelope(BaseModel):
@@ -72,7 +79,9 @@ class BulkBody(BaseModel):
         extra="forbid",
         json_schema_extra={"example": {"ids": [1, 2, 3]}},
     )
-    ids: list[int] | None = Field(default=None, max_length=BULK_DIRECT_MAX)
+    ids: list[Annotated[int, Field(ge=1, lt=2**63)]] | None = Field(
+        default=None, max_length=BULK_DIRECT_MAX
+    )
     # Everything matching these filters (the list route's), once ``confirm`` states the count.
     status: str | None = None
     worker: str | None = None
@@ -220,7 +229,7 @@ def _download(request: Request, task_id: int) -> FileResponse:
         path,
         filename=Path(path).name,
         content_disposition_type="attachment",
-        headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"},
+        headers={"Content-Security-Policy": FILE_CSP, "X-Content-Type-Options": "nosniff"},
         media_type="application/octet-stream",
     )
 
@@ -302,10 +311,6 @@ class Filters:
         return _query(request, *self.values)
 
 
-def _count_text(count: int, capped: bool) -> str:
-    return f"{count:,}+" if capped else f"{count:,}"
-
-
 @route(router, "GET", "/api/tasks", Permission.READ, response_model=Envelope)
 def list_tasks(
     request: Request,
@@ -313,13 +318,22 @@ def list_tasks(
     cursor: int | None = Query(default=None, ge=1, lt=2**63, description="next_cursor of a page"),
     limit: int = Query(default=50, description="rows per page, clamped to 1-500"),
 ) -> dict[str, Any]:
-    """Newest first, keyset-paged: pass ``next_cursor`` back as ``cursor``."""
+    """Newest first, keyset-paged: pass ``next_cursor`` back as ``cursor``.
+
+    A filter no index orders (a meta value, action, queue or dates) reads at most the 100,000
+    ids below the cursor: when that ends the search before the oldest task, ``searched_to`` is
+    the last id read and ``next_cursor`` goes on below it, even on a short (or empty) page.
+    """
     import dataclasses
 
     ctx = context(request)
     query = dataclasses.replace(filters.query(request), before_id=cursor)
-    page, next_cursor = ctx.app.listing.page(query, clamp(limit, 1, 500))
-    return ok(tasks=[ctx.app.listing.row(t) for t in page], next_cursor=next_cursor)
+    page = ctx.app.listing.search(query, clamp(limit, 1, 500))
+    return ok(
+        tasks=[ctx.app.listing.row(t) for t in page.tasks],
+        next_cursor=page.next_cursor,
+        searched_to=page.searched_to,
+    )
 
 
 @route(router, "GET", "/api/tasks/count", Permission.READ, response_model=Envelope)
@@ -327,10 +341,16 @@ def count_tasks(
     request: Request,
     filters: Filters = Depends(),  # noqa: B008
 ) -> dict[str, Any]:
-    """At most 10,000 are counted: past that, ``capped`` is true and the text says 10,000+."""
+    """At most 10,000 are counted: past that, ``capped`` is true and the text says 10,000+.
+
+    A filter no index orders (a meta value, action, queue or dates) counts among the newest
+    100,000 tasks; ``searched_to`` then names the oldest id counted and the text ends in +.
+    """
     ctx = context(request)
-    count, capped = ctx.app.listing.count(filters.query(request))
-    return ok(count=count, capped=capped, text=_count_text(count, capped))
+    found = ctx.app.listing.estimate(filters.query(request))
+    return ok(
+        count=found.count, capped=found.capped, searched_to=found.searched_to, text=found.text
+    )
 
 
 @route(
@@ -410,21 +430,7 @@ def _act(request: Request, task_id: int, action: str) -> dict[str, Any]:
     )
 
 
-@route(router, "POST", "/api/tasks/{task_id}/cancel", Permission.OPERATE, response_model=Envelope)
-def cancel_task(request: Request, task_id: int) -> dict[str, Any]:
-    return _act(request, task_id, "cancel")
-
-
-@route(router, "POST", "/api/tasks/{task_id}/retry", Permission.OPERATE, response_model=Envelope)
-def retry_task(request: Request, task_id: int) -> dict[str, Any]:
-    return _act(request, task_id, "retry")
-
-
-@route(router, "DELETE", "/api/tasks/{task_id}", Permission.OPERATE, response_model=Envelope)
-def delete_task(request: Request, task_id: int) -> dict[str, Any]:
-    return _act(request, task_id, "delete")
-
-
+# Before the /api/tasks/{task_id}/... routes: /api/tasks/bulk/cancel would match those first.
 @route(router, "POST", "/api/tasks/bulk/{action}", Permission.OPERATE, response_model=Envelope)
 def bulk(
     request: Request, action: Literal["cancel", "retry", "delete"], body: BulkBody
@@ -462,6 +468,21 @@ def bulk(
     job = ctx.app.bulk(action, query, started_by=principal.username)
     ctx.audit(request, principal, f"task.bulk_{action}", f"bulk:{job}", detail={"count": count})
     return ok(job=job, count=count, message=f"{action} of {count:,} tasks started as job {job}")
+
+
+@route(router, "POST", "/api/tasks/{task_id}/cancel", Permission.OPERATE, response_model=Envelope)
+def cancel_task(request: Request, task_id: int) -> dict[str, Any]:
+    return _act(request, task_id, "cancel")
+
+
+@route(router, "POST", "/api/tasks/{task_id}/retry", Permission.OPERATE, response_model=Envelope)
+def retry_task(request: Request, task_id: int) -> dict[str, Any]:
+    return _act(request, task_id, "retry")
+
+
+@route(router, "DELETE", "/api/tasks/{task_id}", Permission.OPERATE, response_model=Envelope)
+def delete_task(request: Request, task_id: int) -> dict[str, Any]:
+    return _act(request, task_id, "delete")
 
 
 @route(router, "GET", "/api/bulk/{job_id}", Permission.OPERATE, response_model=Envelope)
@@ -514,7 +535,7 @@ def download_logs(request: Request, task_id: int) -> PlainTextResponse:
         "".join(lines),
         headers={
             "Content-Disposition": f'attachment; filename="task-{task.id}.log"',
-            "Content-Security-Policy": "sandbox",
+            "Content-Security-Policy": FILE_CSP,
         },
     )
 
@@ -535,12 +556,17 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-s
     responses=SSE_RESPONSE,
 )
 async def task_events(
-    request: Request, task_id: int, after: int | None = Query(default=None, ge=0, lt=2**63)
+    request: Request,
+    task_id: int,
+    after: int | None = Query(default=None, ge=0, lt=2**63),
+    once: bool = Query(default=False, description="send one snapshot, then close"),
 ) -> StreamingResponse:
     """Server-Sent Events: ``progress`` when the task changes, ``log`` per new line, ``end``."""
     first = await run_in_threadpool(_progress, request, task_id, after)
+    deadline = time.monotonic() + STREAM_SECONDS
 
     async def stream() -> AsyncIterator[str]:
+        yield f"retry: {SSE_RETRY_MS}\n\n"
         snapshot = first
         last: dict[str, Any] | None = None
         while True:
@@ -553,7 +579,7 @@ async def task_events(
             if snapshot["finished"]:
                 yield _sse("end", {"id": task_id, "status": snapshot["status"]})
                 return
-            if await request.is_disconnected():
+            if once or time.monotonic() >= deadline or await request.is_disconnected():
                 return
             await asyncio.sleep(SSE_SECONDS)
             snapshot = await run_in_threadpool(_progress, request, task_id, snapshot["cursor"])
@@ -586,13 +612,15 @@ async def list_events(
         return [ctx.app.listing.row(t) for t in page]
 
     async def stream() -> AsyncIterator[str]:
+        yield f"retry: {SSE_RETRY_MS}\n\n"
+        deadline = time.monotonic() + STREAM_SECONDS
         last = None
         while True:
             rows = await run_in_threadpool(snapshot)
             if rows != last:
                 yield _sse("tasks", rows)
                 last = rows
-            if once or await request.is_disconnected():
+            if once or time.monotonic() >= deadline or await request.is_disconnected():
                 return
             await asyncio.sleep(SSE_SECONDS * 2)
 

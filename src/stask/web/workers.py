@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stask.errors import StaskError
 from stask.identity import Permission
 from stask.web.common import clamp, ok, visible_identifiers, visible_worker
-from stask.web.errors import ERROR_RESPONSES, ApiError
+from stask.web.errors import ERROR_RESPONSES, ApiError, BodyTooLarge
 from stask.web.security import context, principal_of, route
 from stask.web.tasks import Created, Envelope
 
@@ -277,40 +277,47 @@ async def upload(request: Request, identifier: str, action: str) -> dict[str, An
         raise ApiError(415, "send the file as multipart/form-data with a 'file' field")
     try:
         form = await request.form(max_files=1, max_fields=5, max_part_size=1024 * 1024)
+    except BodyTooLarge:
+        raise  # the body limit answers 413
     except Exception as err:
         raise ApiError(400, f"the multipart body is malformed: {str(err)[:200]}") from None
-    upload_file = form.get("file")
-    if upload_file is None or isinstance(upload_file, str):
-        raise ApiError(422, "send the file in a field named 'file'")
-    original = Path(upload_file.filename or "upload").name
-    suffix = Path(original).suffix.lower()
-    if suffix not in allowed:
-        accepted = ", ".join(allowed) or "nothing (set its upload_extensions)"
-        raise ApiError(422, f"{identifier} accepts {accepted}, not {suffix or 'no extension'!r}")
-    raw_options = form.get("options")
-    options: dict[str, Any] = {}
-    if isinstance(raw_options, str) and raw_options.strip():
-        try:
-            options = json.loads(raw_options)
-        except ValueError:
-            raise ApiError(400, "options is not valid JSON") from None
-        if not isinstance(options, dict):
-            raise ApiError(400, "options must be a JSON object")
-    relative, target, size = await _save(ctx.app.settings.storage, original, upload_file, limit)
-    options["upload"] = {"path": str(relative), "name": original, "size": size}
-    principal = principal_of(request)
     try:
-        task = await run_in_threadpool(
-            lambda: ctx.app.create(identifier, action, options, started_by=principal.username)
+        upload_file = form.get("file")
+        if upload_file is None or isinstance(upload_file, str):
+            raise ApiError(422, "send the file in a field named 'file'")
+        original = Path(upload_file.filename or "upload").name
+        suffix = Path(original).suffix.lower()
+        if suffix not in allowed:
+            accepted = ", ".join(allowed) or "nothing (set its upload_extensions)"
+            raise ApiError(
+                422, f"{identifier} accepts {accepted}, not {suffix or 'no extension'!r}"
+            )
+        raw_options = form.get("options")
+        options: dict[str, Any] = {}
+        if isinstance(raw_options, str) and raw_options.strip():
+            try:
+                options = json.loads(raw_options)
+            except ValueError:
+                raise ApiError(400, "options is not valid JSON") from None
+            if not isinstance(options, dict):
+                raise ApiError(400, "options must be a JSON object")
+        relative, target, size = await _save(ctx.app.settings.storage, original, upload_file, limit)
+        options["upload"] = {"path": str(relative), "name": original, "size": size}
+        principal = principal_of(request)
+        try:
+            task = await run_in_threadpool(
+                lambda: ctx.app.create(identifier, action, options, started_by=principal.username)
+            )
+        except StaskError:
+            _discard(target)
+            raise
+        ctx.audit(
+            request,
+            principal,
+            "task.upload",
+            f"task:{task.id}",
+            detail={"file": original, "size": size},
         )
-    except StaskError:
-        _discard(target)
-        raise
-    ctx.audit(
-        request,
-        principal,
-        "task.upload",
-        f"task:{task.id}",
-        detail={"file": original, "size": size},
-    )
-    return ok(id=task.id, message="Task created successfully", upload=options["upload"])
+        return ok(id=task.id, message="Task created successfully", upload=options["upload"])
+    finally:
+        await form.close()  # its spooled temporary file
