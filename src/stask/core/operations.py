@@ -69,6 +69,18 @@ class Operations:
             return {"database": False, "runners": 0, "message": err.message}
         return {"database": True, "runners": live, "checked_at": utcnow().isoformat() + "Z"}
 
+    def throughput(self, hours: int = 24) -> list[JSONDict]:
+        """Tasks completed, failed and cancelled per hour of the last ``hours``, oldest first."""
+        from stask.core.overview import throughput
+
+        return throughput(self, hours)  # type: ignore[arg-type]
+
+    def runners(self) -> list[JSONDict]:
+        """Every runner process with its host, pid, concurrency, queues and last heartbeat."""
+        from stask.core.overview import runners
+
+        return runners(self)  # type: ignore[arg-type]
+
     def next_runs(self, identifier: str, count: int = 5) -> list[dt.datetime]:
         """When the worker's schedule fires next (naive UTC), at most ``count`` times."""
         from stask.core import schedules

@@ -384,6 +384,16 @@ class StatsStore:
             {str(row["identifier"]): Totals.from_row(row)} for row in conn.execute(stmt).mappings()
         )
 
+    def hourly(self, since: dt.datetime) -> dict[dt.datetime, Totals]:
+        """Per hour from the hour of ``since`` on, every worker's rolled-up rows added up."""
+        stmt = select(stats).where(stats.c.hour >= hour_floor(since))
+        found: dict[dt.datetime, Totals] = {}
+        with self.store.reading() as conn:
+            for row in conn.execute(stmt).mappings():
+                hour = row["hour"]
+                found[hour] = found.get(hour, Totals()).plus(Totals.from_row(row))
+        return found
+
     def tail(self, since: dt.datetime, identifier: str | None = None) -> dict[str, Totals]:
         """Per worker, straight from s_tasks: the tasks that finished at or after ``since``."""
         with self.store.reading() as conn:

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from stask.core.accounts import NewSession
 from stask.core.facade import Stask
 from stask.identity import Permission, Principal
 from stask.web.errors import ApiError
@@ -42,6 +43,30 @@ class WebContext:
 
     def address(self, request: Request) -> str | None:
         return request.client.host if request.client else None
+
+    def login(self, request: Request, username: str, password: str) -> NewSession:
+        """A new session for the API's and the login page's form alike; LoginFailed or
+        LoginThrottled (throttled and audited by ``accounts``) otherwise."""
+        return self.app.accounts.login(
+            username,
+            password,
+            address=self.address(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+
+    def set_session_cookie(self, response: Response, session: NewSession) -> None:
+        response.set_cookie(
+            self.cookie_name,
+            session.cookie,
+            max_age=int(self.app.settings.session_hours * 3600),
+            path="/",
+            secure=self.secure_cookie,
+            httponly=True,
+            samesite="lax",
+        )
+
+    def clear_session_cookie(self, response: Response) -> None:
+        response.delete_cookie(self.cookie_name, path="/", secure=self.secure_cookie, httponly=True)
 
     def audit(
         self,

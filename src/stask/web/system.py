@@ -243,12 +243,7 @@ def login(request: Request, body: LoginBody) -> JSONResponse:
     if ctx.auth is not None:
         raise ApiError(404, "logins are handled by the host application")
     try:
-        session = ctx.app.accounts.login(
-            body.username,
-            body.password,
-            address=ctx.address(request),
-            user_agent=request.headers.get("user-agent"),
-        )
+        session = ctx.login(request, body.username, body.password)
     except LoginThrottled as err:
         raise ApiError(429, err.message) from None
     except LoginFailed as err:
@@ -260,15 +255,7 @@ def login(request: Request, body: LoginBody) -> JSONResponse:
             expires_at=session.expires_at.isoformat() + "Z",
         )
     )
-    response.set_cookie(
-        ctx.cookie_name,
-        session.cookie,
-        max_age=int(ctx.app.settings.session_hours * 3600),
-        path="/",
-        secure=ctx.secure_cookie,
-        httponly=True,
-        samesite="lax",
-    )
+    ctx.set_session_cookie(response, session)
     return response
 
 
@@ -277,7 +264,7 @@ def logout(request: Request) -> JSONResponse:
     ctx = context(request)
     ctx.app.accounts.logout(principal_of(request), address=ctx.address(request))
     response = JSONResponse(ok(message="logged out"))
-    response.delete_cookie(ctx.cookie_name, path="/", secure=ctx.secure_cookie, httponly=True)
+    ctx.clear_session_cookie(response)
     return response
 
 
