@@ -1,4 +1,4 @@
-"""``create_app``: stask's REST API as an ASGI app a host application can mount."""
+"""``create_app``: stask's REST API and admin UI as an ASGI app a host application can mount."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from stask.web import errors, system, tasks, workers
 from stask.web.errors import BodyTooLarge, error_response
 from stask.web.headers import SecurityHeaders
 from stask.web.security import AuthHook, WebContext, declared
+from stask.web.ui.routes import routes as ui_routes
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_BODY = 2 * 1024 * 1024
@@ -98,6 +99,8 @@ def create_app(
     errors.install(api)
     for router in (tasks.router, workers.router, system.router):
         api.include_router(router, prefix=prefix)
+    # The admin UI's pages declare their roles in ui.render.Pages (HTML, not in openapi.json).
+    api.router.routes.extend(ui_routes(prefix))
     api.add_middleware(BodyLimit, upload_limit=app.settings.max_upload_bytes)
     api.add_middleware(SecurityHeaders)
     return api

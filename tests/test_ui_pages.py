@@ -1,0 +1,298 @@
+"""The admin UI's pages through the ASGI app (no browser): roles, redirects to the login page,
+escaping of hostile data, the Content Security Policy's nonce, translations and the login form."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import update
+
+from stask import Stask
+from stask.db.tables import workers
+from stask.identity import Principal, Role
+from stask.web.ui.i18n import LANGUAGES, translations
+from tests.web_helpers import (
+    HOSTILE,
+    PASSWORD,
+    PREFIX,
+    Web,
+    make_web,
+    new_task,
+    run_task,
+    set_task,
+)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "src" / "stask" / "web" / "templates"
+READ_PAGES = ("/", "/workers", "/workers/inventory", "/tasks", "/stats", "/queues")
+ADMIN_PAGES = ("/users", "/tokens", "/audit")
+# What only operators and admins may press: a viewer's page holds none of these.
+ACTING = (
+    "data-post=",
+    "data-run=",
+    "data-bulk",
+    "data-settings=",
+    "data-schedule=",
+    "data-create=",
+)
+
+
+@pytest.fixture
+def web(app: Stask) -> Iterator[Web]:
+    yield from make_web(app)
+
+
+def pages_of(task_id: int) -> list[str]:
+    return [*READ_PAGES, f"/tasks/{task_id}", "/tasks?q=worker:inventory&status=failed"]
+
+
+def login_form(web: Web) -> tuple[TestClient, str]:
+    client = web.client()
+    page = client.get(f"{PREFIX}/login")
+    assert page.status_code == 200
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+    assert token is not None
+    return client, token[1]
+
+
+def post_login(web: Web, username: str, password: str, **extra: str) -> Response:
+    client, token = login_form(web)
+    data = {"username": username, "password": password, "login_token": token, **extra}
+    return client.post(f"{PREFIX}/login", data=data, follow_redirects=False)
+
+
+# -- who sees what -------------------------------------------------------------------------------
+
+
+def test_every_page_answers_a_viewer_and_sends_strangers_to_the_login_page(web: Web) -> None:
+    task_id = run_task(web.app).id
+    for page in pages_of(task_id):
+        answer = web.viewer.get(PREFIX + page)
+        assert answer.status_code == 200, (page, answer.text[:300])
+        assert answer.headers["content-type"].startswith("text/html")
+        away = web.anon.get(PREFIX + page, follow_redirects=False)
+        assert away.status_code == 303, page
+        assert away.headers["location"].startswith(f"{PREFIX}/login?next=")
+    for page in ADMIN_PAGES:
+        assert web.viewer.get(PREFIX + page).status_code == 403, page
+        assert web.as_role("scoped").get(PREFIX + page).status_code == 403, page
+        assert web.admin.get(PREFIX + page).status_code == 200, page
+    assert web.viewer.get(f"{PREFIX}/tasks/999999").status_code == 404
+    # A scoped user sees only its scope's tasks; the task of another scope does not exist.
+    other = new_task(web.app, "send", "mailer")
+    assert web.as_role("scoped").get(f"{PREFIX}/tasks/{other}").status_code == 404
+
+
+def test_a_viewer_sees_no_button_it_cannot_use(web: Web) -> None:
+    failed = run_task(web.app).id
+    set_task(web.app, failed, status="failed")
+    for page in [*pages_of(failed), f"/tasks/{new_task(web.app)}"]:
+        html = web.viewer.get(PREFIX + page).text
+        found = [marker for marker in ACTING if marker in html]
+        assert not found, f"{page} shows a viewer {found}"
+    # The same pages give the admin the buttons (so the check above looks at the right thing).
+    admin = {page: web.admin.get(PREFIX + page).text for page in pages_of(failed)}
+    assert "data-run=" in admin["/workers"]
+    assert "data-schedule=" in admin["/workers/inventory"]
+    assert "data-settings=" in admin["/workers/inventory"]
+    assert "data-bulk" in admin["/tasks"]
+    assert f"/api/tasks/{failed}/retry" in admin[f"/tasks/{failed}"]
+    assert f"/api/tasks/{failed}/cancel" not in admin[f"/tasks/{failed}"]  # not valid when failed
+    operator = web.operator.get(f"{PREFIX}/workers").text
+    assert "data-run=" in operator
+    assert "/activate" not in operator  # admins only
+    assert "/deactivate" not in operator
+
+
+# -- hostile data, scripts, styles ---------------------------------------------------------------
+
+
+def hostile_task(app: Stask) -> int:
+    task_id = new_task(app, options={"note": HOSTILE, HOSTILE: 1})
+    app.log(task_id, "info", HOSTILE, where=HOSTILE)
+    app.log(task_id, "error", "boom", attempt=1, traceback=HOSTILE)
+    set_task(app, task_id, message=HOSTILE, error=f"RuntimeError: {HOSTILE}", status="failed")
+    with app.store.writing() as conn:
+        conn.execute(
+            update(workers)
+            .where(workers.c.identifier == "inventory")
+            .values(title=HOSTILE, description=HOSTILE)
+        )
+    app.clear_cache()
+    app.set_config("inventory", "note", HOSTILE)
+    return task_id
+
+
+def test_hostile_html_comes_back_escaped_in_every_page(web: Web) -> None:
+    task_id = hostile_task(web.app)
+    web.app.pause_queue(HOSTILE[:100])
+    pages = [*pages_of(task_id), *ADMIN_PAGES, f"/tasks?q={HOSTILE}", f"/audit?actor={HOSTILE}"]
+    for page in pages:
+        html = web.admin.get(PREFIX + page).text
+        assert "<img" not in html, page
+    detail = web.admin.get(f"{PREFIX}/tasks/{task_id}").text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in detail  # shown, as text
+    assert "&lt;img" in web.admin.get(f"{PREFIX}/workers").text
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page with its attributes, and what each <script> holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_no_inline_script_style_or_handler_in_any_page(web: Web) -> None:
+    task_id = hostile_task(web.app)
+    pages = [*pages_of(task_id), *ADMIN_PAGES]
+    for client, paths in ((web.admin, pages), (web.anon, ["/login"])):
+        for page in paths:
+            answer = client.get(PREFIX + page)
+            nonce = re.search(r"'nonce-([^']+)'", answer.headers["content-security-policy"])
+            assert nonce is not None, page
+            parsed = Tags()
+            parsed.feed(answer.text)
+            scripts = [attrs for tag, attrs in parsed.tags if tag == "script"]
+            assert scripts, page
+            for attrs in scripts:
+                assert attrs.get("nonce") == nonce[1], (page, attrs)
+                # Either a file of ours, or data that never runs.
+                assert "src" in attrs or attrs.get("type") == "application/json", (page, attrs)
+            for tag, attrs in parsed.tags:
+                assert tag != "style", page
+                for name, value in attrs.items():
+                    assert not name.startswith("on"), (page, tag, name)
+                    assert name != "style", (page, tag, name)
+                    assert not (value or "").strip().lower().startswith("javascript:"), page
+
+
+def test_a_message_is_markdown_with_raw_html_shown_as_text(web: Web) -> None:
+    task_id = new_task(web.app)
+    set_task(web.app, task_id, message=f"Row **5** {HOSTILE} [x](javascript:alert(1))")
+    html = web.viewer.get(f"{PREFIX}/tasks/{task_id}").text
+    assert "<strong>5</strong>" in html
+    assert "&lt;img" in html
+    assert 'href="javascript' not in html
+
+
+def test_static_files_answer_without_a_session(web: Web) -> None:
+    for name in ("stask.css", "stask.js", "vendor/uPlot.iife.min.js"):
+        answer = web.anon.get(f"{PREFIX}/static/{name}")
+        assert answer.status_code == 200, name
+    assert web.anon.get(f"{PREFIX}/static/../app.py").status_code == 404
+
+
+# -- languages -----------------------------------------------------------------------------------
+
+
+def test_pages_speak_the_chosen_language(web: Web) -> None:
+    client = web.viewer
+    client.cookies.set("stask_lang", "uk")
+    assert "Задачі" in client.get(f"{PREFIX}/tasks").text
+    client.cookies.set("stask_lang", "ru")
+    assert "Задачи" in client.get(f"{PREFIX}/tasks").text
+    assert "7 дней" in client.get(f"{PREFIX}/stats").text  # plural forms of the catalogue
+    client.cookies.delete("stask_lang")
+    russian = client.get(f"{PREFIX}/workers", headers={"Accept-Language": "de, ru;q=0.8"})
+    assert '<html lang="ru"' in russian.text
+    english = client.get(f"{PREFIX}/workers", headers={"Accept-Language": "de"})
+    assert '<html lang="en"' in english.text
+    login = web.anon.get(f"{PREFIX}/login", headers={"Accept-Language": "uk"})
+    assert "Увійти" in login.text
+
+
+def template_messages() -> set[str]:
+    from jinja2.ext import babel_extract
+
+    found: set[str] = set()
+    options = {"extensions": "jinja2.ext.i18n", "trim_blocks": "true", "lstrip_blocks": "true"}
+    for path in TEMPLATES.glob("*.html"):
+        with path.open("rb") as source:
+            for _, _, message, _ in babel_extract(
+                source, ("_", "gettext", "ngettext"), [], options
+            ):
+                found.add(message if isinstance(message, str) else message[0])
+    return found
+
+
+@pytest.mark.parametrize("language", [code for code in LANGUAGES if code != "en"])
+def test_every_string_of_the_templates_is_translated(language: str) -> None:
+    catalogue = translations(language)
+    messages = template_messages()
+    assert len(messages) > 150
+    same_everywhere = {"ID", "PID", "Cron"}
+    missing = sorted(m for m in messages - same_everywhere if catalogue.gettext(m) == m)
+    assert not missing, missing
+
+
+# -- the login form ------------------------------------------------------------------------------
+
+
+def test_the_login_form_logs_in_and_goes_where_it_was_asked(web: Web) -> None:
+    name = web.user("ana", "viewer")
+    answer = post_login(web, name, PASSWORD, next=f"{PREFIX}/tasks?status=failed")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"{PREFIX}/tasks?status=failed"
+    assert "HttpOnly" in answer.headers["set-cookie"]
+    for away in (
+        f"https://evil.example{PREFIX}/",
+        f"//evil.example{PREFIX}/x",
+        "/elsewhere",
+        f"{PREFIX}/../x",
+        f"{PREFIX}/\\evil.example",
+    ):
+        answer = post_login(web, name, PASSWORD, next=away)
+        assert answer.headers["location"] == f"{PREFIX}/", away
+    entries = web.app.accounts.audit_entries(limit=20, actor=name)
+    assert any(e.action == "login" for e in entries)
+
+
+def test_the_login_form_refuses_a_post_without_its_token(web: Web) -> None:
+    name = web.user("bo", "viewer")
+    client = web.client()
+    data = {"username": name, "password": PASSWORD, "login_token": "forged"}
+    answer = client.post(f"{PREFIX}/login", data=data, follow_redirects=False)
+    assert answer.status_code == 400
+    assert not any(e.action == "login" for e in web.app.accounts.audit_entries(actor=name))
+
+
+def test_the_login_form_throttles_and_audits_like_the_api(web: Web) -> None:
+    name = web.user("cy", "viewer")
+    limit = web.app.settings.login_max_failures
+    for _ in range(limit):
+        assert post_login(web, name, "wrong password").status_code == 401
+    throttled = post_login(web, name, PASSWORD)
+    assert throttled.status_code == 429
+    assert (
+        "set-cookie" not in throttled.headers
+        or "stask_session" not in throttled.headers["set-cookie"]
+    )
+    actions = [e.action for e in web.app.accounts.audit_entries(limit=50, actor=name)]
+    assert actions.count("login_failed") == limit
+    assert "login_throttled" in actions
+    # The API shares the count: it is throttled too.
+    api = web.client().post(f"{PREFIX}/api/login", json={"username": name, "password": PASSWORD})
+    assert api.status_code == 429
+    unknown = post_login(web, "nobody-at-all", "wrong password")
+    assert unknown.status_code == 401
+
+
+def test_with_the_host_hook_there_is_no_login_page(app: Stask) -> None:
+    def host(_request: object) -> Principal:
+        return Principal(username="host-user", role=Role.VIEWER, via="host")
+
+    for web in make_web(app, auth=host):
+        assert web.anon.get(f"{PREFIX}/login").status_code == 404
+        page = web.anon.get(f"{PREFIX}/tasks")
+        assert page.status_code == 200
+        assert "host-user" in page.text
+        assert "data-logout" not in page.text
