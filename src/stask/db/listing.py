@@ -34,14 +34,20 @@ def query_clauses(query: TaskQuery) -> list[ColumnElement[bool]]:
         found.append(tasks.c.action == query.action)
     if query.queue:
         found.append(tasks.c.queue == query.queue)
-    if query.created_from is not None:
-        found.append(tasks.c.created_at >= query.created_from)
-    if query.created_to is not None:
-        found.append(tasks.c.created_at < query.created_to)
     for key, value in query.meta:
         path = tuple(key.split("."))
         element = tasks.c.meta[path[0]] if len(path) == 1 else tasks.c.meta[path]
         found.append(element.as_string() == value)
+    return found + _ranges(query)
+
+
+def _ranges(query: TaskQuery) -> list[ColumnElement[bool]]:
+    """The bounds of a query: its dates, its keyset cursor and its scan window's floor."""
+    found: list[ColumnElement[bool]] = []
+    if query.created_from is not None:
+        found.append(tasks.c.created_at >= query.created_from)
+    if query.created_to is not None:
+        found.append(tasks.c.created_at < query.created_to)
     if query.before_id is not None:
         found.append(tasks.c.id < query.before_id)
     if query.from_id is not None:
