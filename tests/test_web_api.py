@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,7 @@ from tests.web_helpers import (
     send,
     set_task,
     snapshot,
+    wait_for_job,
 )
 
 
@@ -622,6 +624,30 @@ def test_clean_removes_old_finished_tasks(web: Web) -> None:
     assert [t.id for t in app.list()] == [recent]
     assert web.admin.post(f"{PREFIX}/clean").status_code == 200  # the body is optional
     assert web.admin.post(f"{PREFIX}/clean", json={"days": -1}).status_code == 422
+
+
+def test_process_pending_runs_due_tasks_in_the_background_one_job_at_a_time(web: Web) -> None:
+    app = web.app
+    first, second, third = (new_task(app) for _ in range(3))
+    answer = web.admin.post(f"{PREFIX}/api/process-pending", json={"batch_size": 2})
+    assert answer.status_code == 200, answer.text
+    job = wait_for_job(app, answer.json()["job"])
+    assert (job["action"], job["status"], job["done"]) == ("process_pending", "completed", 2)
+    statuses = [app.get(i).status for i in (first, second, third)]
+    assert statuses == [Status.COMPLETED, Status.COMPLETED, Status.PENDING]
+    assert web.admin.get(f"{PREFIX}/api/bulk/{job['id']}").json()["job"]["done"] == 2
+    assert web.operator.post(f"{PREFIX}/api/process-pending").status_code == 403
+    assert (
+        web.admin.post(f"{PREFIX}/api/process-pending", json={"batch_size": 0}).status_code == 422
+    )
+    # A second press while one runs answers 409 instead of starting another batch.
+    release = threading.Event()
+    busy = app.bulk_jobs.start_batch("process_pending", "admin", lambda: int(release.wait(10)))
+    try:
+        assert web.admin.post(f"{PREFIX}/api/process-pending").status_code == 409
+    finally:
+        release.set()
+    assert wait_for_job(app, busy)["status"] == "completed"
 
 
 def test_health_needs_no_login(web: Web) -> None:

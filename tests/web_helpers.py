@@ -333,6 +333,14 @@ def _victim(m: Matrix) -> str:
     return m.web.user(unique("victim"), "viewer")
 
 
+def _process_pending(m: Matrix, role: str) -> Call:
+    def settle() -> None:  # the batch runs in the background: let it end before the next role
+        for job in list(m.app.bulk_jobs._jobs):
+            wait_for_job(m.app, job)
+
+    return Call(f"{PREFIX}/api/process-pending", json={"batch_size": 1}, after=settle)
+
+
 def _deactivate(m: Matrix, role: str) -> Call:
     return Call(f"{W}/inventory/deactivate", after=lambda: m.app.activate("inventory"))
 
@@ -411,6 +419,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         f"{PREFIX}/api/queues/matrix/limits", json={"concurrency": 2}
     ),
     ("POST", f"{PREFIX}/clean"): lambda m, r: Call(f"{PREFIX}/clean", json={"days": 30}),
+    ("POST", f"{PREFIX}/api/process-pending"): _process_pending,
     ("GET", f"{PREFIX}/health"): lambda m, r: Call(f"{PREFIX}/health"),
     ("GET", f"{PREFIX}/metrics"): lambda m, r: Call(f"{PREFIX}/metrics"),
     ("POST", f"{PREFIX}/api/login"): _login,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from stask.core.redact import Redactor
-from stask.errors import NotFound, StaskError, ValidationError
+from stask.errors import InvalidState, NotFound, StaskError, ValidationError
 from stask.models import JSONDict, TaskQuery, utcnow
 
 if TYPE_CHECKING:
@@ -105,6 +105,19 @@ class Operations:
     def bulk_job(self, job_id: str) -> JSONDict:
         return self.bulk_jobs.get(job_id)
 
+    def process_pending_in_background(
+        self, batch_size: int = 100, *, started_by: str | None = None
+    ) -> str:
+        """Start ``process_pending(batch_size)`` on a background thread of this process (the
+        dashboard's "Process pending"); the job's id, to follow with ``bulk_job``. One at a
+        time per process: InvalidState while another runs."""
+        if not 1 <= batch_size <= 1000:
+            raise ValidationError(f"batch_size {batch_size} is not between 1 and 1000")
+        process = self.process_pending  # type: ignore[attr-defined]
+        return self.bulk_jobs.start_batch(
+            "process_pending", started_by, lambda: process(batch_size)
+        )
+
 
 @dataclasses.dataclass
 class _Job:
@@ -134,6 +147,7 @@ class BulkJobs:
         started_by: str | None,
         chunks: Iterator[list[int]],
         method: Callable[[int], Any],
+        work: Callable[[], int] | None = None,
     ) -> str:
         job = _Job(secrets.token_hex(8), action, started_by, utcnow())
         with self._lock:
@@ -141,13 +155,31 @@ class BulkJobs:
             while len(self._jobs) > self.KEEP:
                 del self._jobs[next(iter(self._jobs))]
         threading.Thread(
-            target=self._run, args=(job, chunks, method), name=f"stask-bulk-{job.id}", daemon=True
+            target=self._run,
+            args=(job, chunks, method, work),
+            name=f"stask-bulk-{job.id}",
+            daemon=True,
         ).start()
         return job.id
 
+    def start_batch(self, action: str, started_by: str | None, work: Callable[[], int]) -> str:
+        """Run ``work`` (which answers how many tasks it handled) as a job; only one job of
+        ``action`` runs at a time."""
+        with self._lock:
+            if any(j.action == action and j.status == "running" for j in self._jobs.values()):
+                raise InvalidState(f"a {action} job is already running in this process - wait")
+        return self.start(action, started_by, iter(()), lambda _task_id: None, work)
+
     @staticmethod
-    def _run(job: _Job, chunks: Iterator[list[int]], method: Callable[[int], Any]) -> None:
+    def _run(
+        job: _Job,
+        chunks: Iterator[list[int]],
+        method: Callable[[int], Any],
+        work: Callable[[], int] | None = None,
+    ) -> None:
         try:
+            if work is not None:
+                job.done = work()
             for chunk in chunks:
                 for task_id in chunk:
                     try:

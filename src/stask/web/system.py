@@ -176,6 +176,31 @@ def clean(request: Request, body: CleanBody | None = None) -> dict[str, Any]:
     return ok(tasks=tasks, logs=logs, files=files, message=f"{tasks} tasks cleaned")
 
 
+class ProcessBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"batch_size": 100}})
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+@route(
+    router,
+    "POST",
+    "/api/process-pending",
+    Permission.ADMIN,
+    everywhere=True,
+    response_model=Envelope,
+)
+def process_pending(request: Request, body: ProcessBody | None = None) -> dict[str, Any]:
+    """Fire due schedules and run up to ``batch_size`` due tasks in the web app's process, in
+    the background (for hosts without a runner daemon); follow it at ``GET /api/bulk/{job}``.
+    One at a time: 409 while one runs."""
+    ctx = context(request)
+    size = (body or ProcessBody()).batch_size
+    principal = principal_of(request)
+    job = ctx.app.process_pending_in_background(size, started_by=principal.username)  # 409 busy
+    ctx.audit(request, principal, "process_pending", f"bulk:{job}", detail={"batch_size": size})
+    return ok(job=job, message=f"processing up to {size} pending tasks as job {job}")
+
+
 @route(router, "GET", "/health", Permission.PUBLIC, response_model=Envelope)
 def health(request: Request) -> JSONResponse:
     """Whether the database answers, and how many runners heartbeat. No authentication."""
