@@ -68,7 +68,12 @@ class TaskLists:
 
     def id_range(self) -> tuple[int, int] | None:
         """The oldest and newest task ids (both ends of the primary key), None when empty."""
-        stmt = select(func.min(tasks.c.id), func.max(tasks.c.id))
+        # Two subqueries: SQLite reads one end of an index for a lone min() or max(), but
+        # scans the whole table for both in one SELECT (~100 ms at 1,000,000 tasks).
+        stmt = select(
+            select(func.min(tasks.c.id)).scalar_subquery(),
+            select(func.max(tasks.c.id)).scalar_subquery(),
+        )
         with self.store.reading() as conn:
             low, high = conn.execute(stmt).one()
         return None if low is None else (int(low), int(high))

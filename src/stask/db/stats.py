@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,12 +138,30 @@ class Totals:
 
 def add_up(found: Iterable[Mapping[str, Totals]]) -> dict[str, Totals]:
     """Per worker, the sum of several per-worker totals."""
-    summed: dict[str, Totals] = {}
+    groups: dict[str, list[Totals]] = {}
     for part in found:
         for identifier, totals in part.items():
-            before = summed.get(identifier)
-            summed[identifier] = totals if before is None else before.plus(totals)
-    return summed
+            groups.setdefault(identifier, []).append(totals)
+    return {identifier: sum_of(parts) for identifier, parts in groups.items()}
+
+
+def sum_of(parts: Sequence[Totals]) -> Totals:
+    """The sum of ``parts`` in one pass (a month of hourly rows is ~720 per worker: adding
+    them pairwise built a Totals and a bucket tuple per row)."""
+    if len(parts) == 1:
+        return parts[0]
+    last = [p.last_finished_at for p in parts if p.last_finished_at is not None]
+    return Totals(
+        completed=sum(p.completed for p in parts),
+        failed=sum(p.failed for p in parts),
+        cancelled=sum(p.cancelled for p in parts),
+        duration_ms_sum=sum(p.duration_ms_sum for p in parts),
+        duration_count=sum(p.duration_count for p in parts),
+        memory_sum=sum(p.memory_sum for p in parts),
+        memory_count=sum(p.memory_count for p in parts),
+        buckets=tuple(map(sum, zip(*(p.buckets for p in parts), strict=True))),
+        last_finished_at=max(last) if last else None,
+    )
 
 
 def _count_of(condition: ColumnElement[bool]) -> Any:
@@ -387,12 +405,11 @@ class StatsStore:
     def hourly(self, since: dt.datetime) -> dict[dt.datetime, Totals]:
         """Per hour from the hour of ``since`` on, every worker's rolled-up rows added up."""
         stmt = select(stats).where(stats.c.hour >= hour_floor(since))
-        found: dict[dt.datetime, Totals] = {}
+        groups: dict[dt.datetime, list[Totals]] = {}
         with self.store.reading() as conn:
             for row in conn.execute(stmt).mappings():
-                hour = row["hour"]
-                found[hour] = found.get(hour, Totals()).plus(Totals.from_row(row))
-        return found
+                groups.setdefault(row["hour"], []).append(Totals.from_row(row))
+        return {hour: sum_of(parts) for hour, parts in groups.items()}
 
     def tail(self, since: dt.datetime, identifier: str | None = None) -> dict[str, Totals]:
         """Per worker, straight from s_tasks: the tasks that finished at or after ``since``."""
