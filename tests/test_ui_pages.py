@@ -4,9 +4,11 @@ escaping of hostile data, the Content Security Policy's nonce, translations and 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -39,7 +41,9 @@ ACTING = (
     "data-settings=",
     "data-schedule=",
     "data-create=",
+    "data-process=",
 )
+STATIC = TEMPLATES.parent / "static"
 
 
 @pytest.fixture
@@ -64,6 +68,30 @@ def post_login(web: Web, username: str, password: str, **extra: str) -> Response
     client, token = login_form(web)
     data = {"username": username, "password": password, "login_token": token, **extra}
     return client.post(f"{PREFIX}/login", data=data, follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]*)">', html)
+    assert found is not None, "the page carries no CSRF token"
+    assert found[1], "the page's CSRF token is empty"
+    return found[1]
+
+
+def attribute(html: str, name: str) -> str:
+    """The value of the first ``name="..."`` attribute of the page."""
+    found = re.search(rf'{name}="([^"]*)"', html)
+    assert found is not None, f"no {name} in the page"
+    return found[1]
+
+
+def follow_job(client: TestClient, job: str) -> dict[str, Any]:
+    """Poll the job's address, as the page does, until it ends."""
+    deadline = time.monotonic() + 30
+    while True:
+        state: dict[str, Any] = client.get(f"{PREFIX}/api/bulk/{job}").json()["job"]
+        if state["status"] != "running" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
 
 
 # -- who sees what -------------------------------------------------------------------------------
@@ -107,6 +135,36 @@ def test_a_viewer_sees_no_button_it_cannot_use(web: Web) -> None:
     assert "data-run=" in operator
     assert "/activate" not in operator  # admins only
     assert "/deactivate" not in operator
+
+
+def test_process_pending_is_a_button_of_global_admins_that_starts_a_followed_job(
+    web: Web,
+) -> None:
+    first, second = new_task(web.app), new_task(web.app)
+    page = web.admin.get(f"{PREFIX}/").text
+    url = attribute(page, "data-process")
+    assert url == f"{PREFIX}/api/process-pending"
+    form = page[page.index("data-process=") : page.index("</form>", page.index("data-process="))]
+    assert "data-confirm=" in form
+    assert 'name="batch_size"' in form
+    assert "data-job-state" in page  # where the job's progress shows
+    for role in ("viewer", "operator", "scoped"):
+        assert "data-process=" not in web.as_role(role).get(f"{PREFIX}/").text, role
+    # What the page's script does: post with the page's CSRF token, then follow the job.
+    script = (STATIC / "stask.js").read_text(encoding="utf-8")
+    assert "form[data-process]" in script
+    assert "/api/bulk/" in script
+    client = web.client()
+    web.login("admin", client=client)
+    client.headers.pop("X-CSRF-TOKEN")
+    token = csrf_of(client.get(f"{PREFIX}/").text)
+    assert client.post(url, json={"batch_size": 1}).status_code == 403  # no token: refused
+    answer = client.post(url, json={"batch_size": 1}, headers={"X-CSRF-TOKEN": token})
+    assert answer.status_code == 200, answer.text
+    job = follow_job(client, answer.json()["job"])
+    assert (job["status"], job["done"]) == ("completed", 1)
+    statuses = {web.app.get(first).status.value, web.app.get(second).status.value}
+    assert statuses == {"completed", "pending"}
 
 
 # -- hostile data, scripts, styles ---------------------------------------------------------------

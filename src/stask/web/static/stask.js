@@ -46,6 +46,32 @@
     return { ok: status >= 200 && status < 300 && data.success !== false, status, data };
   }
 
+  const fill = (template, values) => template.replace(/\{(\w+)\}/g, (m, k) => String(values[k] ?? ""));
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+  const shown = () => new Promise((resolve) => {
+    if (!document.hidden) { resolve(); return; }
+    const wake = () => { if (!document.hidden) { document.removeEventListener("visibilitychange", wake); resolve(); } };
+    document.addEventListener("visibilitychange", wake);
+  });
+
+  // -- background jobs (bulk actions, Process pending): followed in `out` until they end ---------
+  // One request at a time, none while the tab is hidden, slower as the job goes on.
+  async function followJob(job, out) {
+    const say = (text, bad) => { out.textContent = text; out.classList.toggle("bad", !!bad); out.hidden = false; };
+    let delay = 500;
+    for (;;) {
+      await shown();
+      const answer = await api("GET", `${prefix}/api/bulk/${encodeURIComponent(job)}`);
+      if (!answer.ok || !answer.data.job) { say(TEXT.job_lost, true); return null; }
+      const state = answer.data.job;
+      const template = TEXT[`job_${state.status}`] || TEXT.job_running;
+      say(fill(template, state), state.status === "failed");
+      if (state.status !== "running") return state;
+      await sleep(delay);
+      delay = Math.min(delay * 1.5, 5000);
+    }
+  }
+
   // -- preferences: language, theme, time zone (cookies, read by the server) ---------------------
   function initPreferences() {
     const zone = (Intl.DateTimeFormat().resolvedOptions().timeZone || "");
@@ -311,6 +337,19 @@
       });
     });
 
+    $$("form[data-process]").forEach((form) => form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (!window.confirm(form.dataset.confirm)) return;
+      const button = $("button", form);
+      const out = $("[data-job-state]");
+      button.disabled = true;
+      const answer = await api("POST", form.dataset.process, { batch_size: Number(form.elements.batch_size.value) });
+      if (answer.ok && answer.data.job && out) await followJob(answer.data.job, out);
+      else toast(answer.status === 409 ? TEXT.job_busy : (answer.data.message || TEXT.failed), !answer.ok);
+      button.disabled = false;
+      live.now();
+    }));
+
     $$("form[data-create]").forEach((form) => form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const body = {};
@@ -333,7 +372,6 @@
     if (!bar) return;
     const text = JSON.parse(bar.dataset.text);
     const filters = JSON.parse(bar.dataset.filters);
-    const fill = (template, values) => template.replace(/\{(\w+)\}/g, (m, k) => String(values[k]));
     document.addEventListener("change", (event) => {
       if (event.target.matches("[data-select-all]")) $$("input[name=ids]").forEach((i) => { i.checked = event.target.checked; });
     });
