@@ -97,6 +97,14 @@ async def _refuse(
     request: Request, status: int, message: str, who: Principal | None = None
 ) -> ApiError:
     """An ApiError for a refused request, written to the audit log first."""
+    await audit_refusal(request, status, message, who)
+    return ApiError(status, message)
+
+
+async def audit_refusal(
+    request: Request, status: int, message: str, who: Principal | None = None
+) -> None:
+    """Append a refused request to the audit log (an API route's or a page's)."""
     ctx = context(request)
     # An audit failure (the database went away) must not turn a 401 into a 500.
     with contextlib.suppress(Exception):
@@ -109,7 +117,6 @@ async def _refuse(
             outcome="denied",
             detail={"status": status, "reason": message[:200]},
         )
-    return ApiError(status, message)
 
 
 async def authenticate(request: Request) -> Principal:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from stask.identity import Permission, Principal
 from stask.web.errors import ApiError
-from stask.web.security import authenticate, context
+from stask.web.security import audit_refusal, authenticate, context
 from stask.web.ui.i18n import LANGUAGES, language_of, translations
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -195,16 +195,9 @@ async def _principal(
     needed = permission.role
     assert needed is not None
     if who.role.rank < needed.rank or (everywhere and not who.is_global):
-        await run_in_threadpool(
-            ctx.audit,
-            request,
-            who,
-            "access_denied",
-            f"{request.method} {request.url.path}"[:255],
-            outcome="denied",
-            detail={"status": 403},
-        )
-        return error_page(request, who, 403, f"this page needs the {needed.value} role")
+        message = f"this page needs the {needed.value} role"
+        await audit_refusal(request, 403, message, who)
+        return error_page(request, who, 403, message)
     request.state.principal = who
     return who
 
