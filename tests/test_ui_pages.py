@@ -3,9 +3,11 @@ escaping of hostile data, the Content Security Policy's nonce, translations and 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ ACTING = (
     "data-schedule=",
     "data-create=",
     "data-process=",
+    "data-job-state",
 )
 STATIC = TEMPLATES.parent / "static"
 
@@ -78,10 +81,10 @@ def csrf_of(html: str) -> str:
 
 
 def attribute(html: str, name: str) -> str:
-    """The value of the first ``name="..."`` attribute of the page."""
-    found = re.search(rf'{name}="([^"]*)"', html)
+    """The value of the first ``name="..."`` (or ``'...'``) attribute of the page, unescaped."""
+    found = re.search(rf"{name}=([\"'])(.*?)\1", html)
     assert found is not None, f"no {name} in the page"
-    return found[1]
+    return html_unescape(found[2])
 
 
 def follow_job(client: TestClient, job: str) -> dict[str, Any]:
@@ -165,6 +168,34 @@ def test_process_pending_is_a_button_of_global_admins_that_starts_a_followed_job
     assert (job["status"], job["done"]) == ("completed", 1)
     statuses = {web.app.get(first).status.value, web.app.get(second).status.value}
     assert statuses == {"completed", "pending"}
+
+
+def test_a_bulk_action_on_everything_matching_is_followed_outside_the_refreshed_list(
+    web: Web,
+) -> None:
+    chosen = [new_task(web.app) for _ in range(3)]
+    untouched = new_task(web.app, "send", "mailer")
+    page = web.operator.get(f"{PREFIX}/tasks?worker=inventory&status=pending").text
+    bar = attribute(page, "data-bulk")
+    assert bar == f"{PREFIX}/api/tasks/bulk"
+    filters = json.loads(attribute(page, "data-filters"))
+    assert filters == {"worker": "inventory", "status": "pending"}
+    # The progress line sits outside the live region, so a refresh of the list keeps it.
+    assert page.index("data-job-state") < page.index('data-live="tasks"')
+    assert "data-job-state" not in web.viewer.get(f"{PREFIX}/tasks").text
+    # What the page's script does: ask for the count, confirm it, follow the job it starts.
+    token = csrf_of(page)
+    first = web.operator.post(f"{bar}/cancel", json=filters, headers={"X-CSRF-TOKEN": token})
+    assert first.json()["confirm_required"] is True
+    count = first.json()["count"]
+    assert count == len(chosen)
+    started = web.operator.post(
+        f"{bar}/cancel", json={**filters, "confirm": count}, headers={"X-CSRF-TOKEN": token}
+    )
+    job = follow_job(web.operator, started.json()["job"])
+    assert (job["status"], job["done"], job["refused"]) == ("completed", 3, 0)
+    assert all(web.app.get(i).status.value == "cancelled" for i in chosen)
+    assert web.app.get(untouched).status.value == "pending"
 
 
 # -- hostile data, scripts, styles ---------------------------------------------------------------

@@ -367,19 +367,24 @@
   }
 
   // -- bulk actions on the task list -------------------------------------------------------------
+  // The bar lives in the list's live region, which a refresh replaces: its clicks are delegated.
   function initBulk() {
-    const bar = $("[data-bulk]");
-    if (!bar) return;
-    const text = JSON.parse(bar.dataset.text);
-    const filters = JSON.parse(bar.dataset.filters);
+    if (!$("[data-bulk]")) return;
+    let following = false; // a job of everything matching, followed in [data-job-state]
     document.addEventListener("change", (event) => {
       if (event.target.matches("[data-select-all]")) $$("input[name=ids]").forEach((i) => { i.checked = event.target.checked; });
     });
-    $$("[data-bulk-action]", bar).forEach((button) => button.addEventListener("click", async () => {
+    document.addEventListener("click", async (event) => {
+      const button = event.target.closest("[data-bulk-action]");
+      const bar = button && button.closest("[data-bulk]");
+      if (!bar) return;
+      const text = JSON.parse(bar.dataset.text);
+      const filters = JSON.parse(bar.dataset.filters);
       const action = button.dataset.bulkAction;
       const url = `${bar.dataset.bulk}/${action}`;
       let answer;
       if (button.hasAttribute("data-bulk-all")) {
+        if (following) { toast(TEXT.job_busy, true); return; }
         const body = {};
         ["status", "worker", "queue", "q"].forEach((k) => { if (filters[k]) body[k] = filters[k]; });
         answer = await api("POST", url, body);
@@ -387,6 +392,13 @@
           if (answer.data.capped) { toast(text.capped, true); return; }
           if (!window.confirm(fill(text.all_confirm, { action: button.textContent, count: answer.data.count }))) return;
           answer = await api("POST", url, { ...body, confirm: answer.data.count });
+        }
+        const out = $("[data-job-state]");
+        if (answer.ok && answer.data.job && out) {
+          following = true;
+          try { await followJob(answer.data.job, out); } finally { following = false; }
+          live.now();
+          return;
         }
       } else {
         const ids = $$("input[name=ids]:checked").map((i) => Number(i.value));
@@ -396,7 +408,7 @@
       }
       toast(answer.data.message || (answer.ok ? TEXT.done : TEXT.failed), !answer.ok);
       if (answer.ok) live.now();
-    }));
+    });
   }
 
   // -- charts (uPlot when it loaded; the table beside each chart otherwise) ----------------------
