@@ -539,3 +539,26 @@ def test_alerts_of_one_worker_name_it(app: Stask) -> None:
             "identifier": "mailer",
         }
     ]
+
+
+def test_throughput_has_a_point_per_hour_then_per_day(known: Stask) -> None:
+    from stask.core.overview import throughput
+
+    hourly = throughput(known, 3, now=NOW)
+    assert [p["hour"] for p in hourly] == [
+        "2025-01-16T08:00:00Z",
+        "2025-01-16T09:00:00Z",
+        "2025-01-16T10:00:00Z",
+    ]
+    # 09:00: inventory 8 done, 2 failed; mailer 3 done, 1 cancelled. 10:00: inventory 10 done
+    # (the mailer task at 10:29:50 is inside the grace period, not rolled up yet).
+    counts = [(p["completed"], p["failed"], p["cancelled"]) for p in hourly]
+    assert counts == [(0, 0, 0), (11, 2, 1), (10, 0, 0)]
+    daily = throughput(known, 72, now=NOW)
+    assert [p["hour"] for p in daily] == [
+        "2025-01-13T11:00:00Z",
+        "2025-01-14T11:00:00Z",
+        "2025-01-15T11:00:00Z",
+    ]
+    counts = [(p["completed"], p["failed"], p["cancelled"]) for p in daily]
+    assert counts == [(0, 0, 0), (0, 0, 0), (21, 3, 1)]  # 07:59:59's failure is in the last day
