@@ -18,9 +18,12 @@ from httpx import Response
 from sqlalchemy import update
 
 from stask import Stask
+from stask.core.schedule_fields import DAY_WORDS
+from stask.core.schedules import describe
 from stask.db.tables import workers
 from stask.identity import Principal, Role
 from stask.web.ui.i18n import LANGUAGES, translations
+from stask.web.ui.schedule_words import day_names
 from tests.web_helpers import (
     HOSTILE,
     PASSWORD,
@@ -297,6 +300,56 @@ def test_pages_speak_the_chosen_language(web: Web) -> None:
     assert '<html lang="en"' in english.text
     login = web.anon.get(f"{PREFIX}/login", headers={"Accept-Language": "uk"})
     assert "Увійти" in login.text
+
+
+def schedule_words(web: Web, language: str) -> str:
+    web.viewer.cookies.set("stask_lang", language)
+    page = web.viewer.get(f"{PREFIX}/workers/inventory").text
+    found = re.search(r'<p class="schedule-words">(.*?)</p>', page, re.S)
+    assert found is not None
+    return html_unescape(found[1])
+
+
+# Cyrillic letters and the Ukrainian apostrophe (U+2019, as in the catalogue) are meant here.
+WEEKLY_WORDS = {
+    "en": "Every Monday and Friday at 02:30 (Europe/Kyiv)",
+    "uk": "Щотижня в понеділок і п’ятницю о 02:30 (Europe/Kyiv)",  # noqa: RUF001
+    "ru": "Еженедельно в понедельник и пятницу в 02:30 (Europe/Kyiv)",
+}
+OVERNIGHT_WORDS = {
+    "uk": "Кожні 15 хвилин з 22:00 до 02:00 наступного дня (UTC)",
+    "ru": "Каждые 15 минут с 22:00 до 02:00 следующего дня (UTC)",  # noqa: RUF001
+}
+CRON_DAYS = {"uk": "понеділок по п’ятницю", "ru": "понедельник по пятницу"}  # noqa: RUF001
+
+
+def test_the_schedule_is_told_in_the_readers_language(web: Web) -> None:
+    common = {"action": "sync_stock"}
+    weekly = {"type": "periodic", "frequency": "weekly", "days": "mon,fri", "time": "02:30"}
+    web.app.set_schedule("inventory", {**common, **weekly, "timezone": "Europe/Kyiv"})
+    for language, words in WEEKLY_WORDS.items():
+        assert schedule_words(web, language) == words
+    regular = {"type": "regular", "start_time": "22:00", "end_time": "02:00", "interval": 15}
+    web.app.set_schedule("inventory", {**common, **regular})
+    for language, words in OVERNIGHT_WORDS.items():
+        assert schedule_words(web, language) == words
+    # Cron expressions in cron-descriptor's words for the language, the days named in it too.
+    web.app.set_schedule("inventory", {**common, "type": "cron", "expression": "*/15 5-23 * * 1-5"})
+    for language, start in (("uk", "Кожні 15 хвилин"), ("ru", "Каждые 15 минут")):
+        words = schedule_words(web, language)
+        assert words.startswith(start), words
+        assert CRON_DAYS[language] in words
+        assert "Monday" not in words
+    # Core's words stay English for the CLI and the API.
+    assert describe(web.app.schedule("inventory")).startswith("Every 15 minutes")
+    web.viewer.cookies.delete("stask_lang")
+
+
+@pytest.mark.parametrize("language", [code for code in LANGUAGES if code != "en"])
+def test_every_weekday_of_the_schedule_words_is_translated(language: str) -> None:
+    names = day_names(language)
+    assert len(set(names)) == 7
+    assert not set(names) & set(DAY_WORDS), names
 
 
 def template_messages() -> set[str]:

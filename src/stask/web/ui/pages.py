@@ -13,14 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stask.core.listing import parse_search
-from stask.core.schedules import describe
 from stask.errors import StaskError
 from stask.identity import Permission, Principal
 from stask.models import Status, Task, TaskQuery, to_utc_naive
 from stask.web.common import scoped_query, visible_task, visible_worker
 from stask.web.security import context
 from stask.web.tasks import _actions_for as allowed_actions
+from stask.web.ui.i18n import language_of
 from stask.web.ui.render import Pages, render
+from stask.web.ui.schedule_words import schedule_parts
 
 pages = Pages()
 RECENT = 10
@@ -109,7 +110,7 @@ def worker(request: Request, who: Principal) -> Response:
         info=info,
         fields=fields,
         schedule=schedule.to_dict(),
-        schedule_words=describe(schedule),
+        schedule_words=schedule_parts(schedule, language_of(request)),
         next_runs=app.next_runs(identifier, 5),
         may_admin=who.may(Permission.ADMIN, info.scope),
         may_run=who.may(Permission.OPERATE, info.scope) and not info.orphaned,
