@@ -160,7 +160,9 @@ def tasks(request: Request, who: Principal) -> Response:
         page, next_cursor = ctx.app.listing.page(
             dataclasses.replace(query, before_id=before), PAGE_SIZE
         )
-        count = ctx.app.listing.count(query)
+        # Capped, and over a scan window for a filter no index orders: never a full scan.
+        found = ctx.app.listing.estimate(query)
+        count = (found.count, found.capped or found.searched_to is not None)
     except StaskError as err:
         error = err.message
     active = {k: v for k, v in filters.items() if v}
