@@ -3,6 +3,7 @@ escaping of hostile data, the Content Security Policy's nonce, translations and 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -48,6 +49,8 @@ ACTING = (
     "data-create=",
     "data-process=",
     "data-job-state",
+    "data-limits",
+    "data-pause-until",
 )
 STATIC = TEMPLATES.parent / "static"
 
@@ -199,6 +202,39 @@ def test_a_bulk_action_on_everything_matching_is_followed_outside_the_refreshed_
     assert (job["status"], job["done"], job["refused"]) == ("completed", 3, 0)
     assert all(web.app.get(i).status.value == "cancelled" for i in chosen)
     assert web.app.get(untouched).status.value == "pending"
+
+
+def test_admins_set_a_queues_limits_and_pause_it_until_a_time(web: Web) -> None:
+    task_id = new_task(web.app)
+    name = web.app.get(task_id).queue
+    page = web.admin.get(f"{PREFIX}/queues").text
+    # The editor sits after the live region: a refresh never wipes what is being typed.
+    assert page.index('data-live="queues"') < page.index("data-limits")
+    limits_form = page[page.index("data-limits") : page.index("data-pause-until")]
+    pause_form = page[page.index("data-pause-until") :]
+    limits = attribute(limits_form, "data-url")
+    pause = attribute(pause_form, "data-url")
+    assert limits == f"{PREFIX}/api/queues/{name}/limits"
+    assert pause == f"{PREFIX}/api/queues/{name}/pause"
+    assert attribute(pause_form, "data-zone") == "UTC"
+    script = (STATIC / "stask.js").read_text(encoding="utf-8")
+    assert "form[data-limits], form[data-pause-until]" in script
+    for role in ("viewer", "operator"):
+        html = web.as_role(role).get(f"{PREFIX}/queues").text
+        assert "data-limits" not in html, role
+        assert "data-pause-until" not in html, role
+    # The routes the forms name, with the page's CSRF token, as the page's script sends them.
+    sent = {"X-CSRF-TOKEN": csrf_of(page)}
+    body = {"concurrency": 3, "rate_limit": 10, "rate_period": 60}
+    assert web.admin.put(limits, json=body, headers=sent).status_code == 200
+    again = web.admin.get(f"{PREFIX}/queues").text
+    assert 'data-concurrency="3" data-rate="10" data-period="60"' in again
+    until = "2999-01-02T03:04:00.000Z"
+    assert web.admin.post(pause, json={"until": until}, headers=sent).status_code == 200
+    (queue,) = [q for q in web.app.queues() if q.name == name]
+    assert queue.paused
+    assert queue.paused_until == dt.datetime(2999, 1, 2, 3, 4)
+    assert '<time datetime="2999-01-02T03:04:00+00:00">' in web.admin.get(f"{PREFIX}/queues").text
 
 
 # -- hostile data, scripts, styles ---------------------------------------------------------------

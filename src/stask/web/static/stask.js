@@ -261,6 +261,21 @@
   }
 
   // -- forms --------------------------------------------------------------------------------------
+  // "2026-12-24T18:30" on the clocks of time zone `zone`, as an ISO instant in UTC.
+  function zonedToUtc(local, zone) {
+    const [y, mo, d, h, mi] = local.split(/[-T:]/).map(Number);
+    const wall = Date.UTC(y, mo - 1, d, h, mi);
+    const format = new Intl.DateTimeFormat("en-US", {
+      timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    });
+    const offsetAt = (instant) => {
+      const p = Object.fromEntries(format.formatToParts(new Date(instant)).map((part) => [part.type, Number(part.value)]));
+      return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - instant;
+    };
+    const first = wall - offsetAt(wall);
+    return new Date(wall - offsetAt(first)).toISOString();
+  }
   function fieldError(el, message) {
     const holder = el.closest(".field") || el.closest("form");
     const out = holder ? $(".field-error", holder) : null;
@@ -349,6 +364,44 @@
       button.disabled = false;
       live.now();
     }));
+
+    // A queue's limits, and a pause until a time the reader gives in their chosen zone.
+    $$("form[data-limits], form[data-pause-until]").forEach((form) => {
+      const choice = $("[data-queue-choice]", form);
+      const picked = () => choice.selectedOptions[0];
+      const limits = form.hasAttribute("data-limits");
+      const showLimits = () => {
+        if (!limits) return;
+        const kept = picked().dataset;
+        form.elements.concurrency.value = kept.concurrency;
+        form.elements.rate_limit.value = kept.rate;
+        form.elements.rate_period.value = kept.period;
+      };
+      choice.addEventListener("change", showLimits);
+      showLimits();
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const f = form.elements;
+        const number = (el) => (el.value.trim() === "" ? null : Number(el.value));
+        if (limits && (number(f.rate_limit) === null) !== (number(f.rate_period) === null)) {
+          formError(form, form.dataset.pairError);
+          return;
+        }
+        const answer = limits
+          ? await api("PUT", picked().dataset.url, { concurrency: number(f.concurrency), rate_limit: number(f.rate_limit), rate_period: number(f.rate_period) })
+          : await api("POST", picked().dataset.url, { until: zonedToUtc(f.until.value, form.dataset.zone) });
+        formError(form, answer.ok ? "" : (answer.data.message || TEXT.failed));
+        if (!answer.ok) return;
+        const queue = answer.data.queue || {};
+        if (limits) {
+          Object.assign(picked().dataset, {
+            concurrency: queue.concurrency_limit ?? "", rate: queue.rate_limit ?? "", period: queue.rate_period_seconds ?? "",
+          });
+        }
+        toast(TEXT.done);
+        live.now();
+      });
+    });
 
     $$("form[data-create]").forEach((form) => form.addEventListener("submit", async (event) => {
       event.preventDefault();
