@@ -51,6 +51,7 @@ ACTING = (
     "data-job-state",
     "data-limits",
     "data-pause-until",
+    "data-password=",
 )
 STATIC = TEMPLATES.parent / "static"
 
@@ -235,6 +236,33 @@ def test_admins_set_a_queues_limits_and_pause_it_until_a_time(web: Web) -> None:
     assert queue.paused
     assert queue.paused_until == dt.datetime(2999, 1, 2, 3, 4)
     assert '<time datetime="2999-01-02T03:04:00+00:00">' in web.admin.get(f"{PREFIX}/queues").text
+
+
+def test_admins_set_passwords_and_everyone_changes_their_own(web: Web) -> None:
+    name = web.user("dana", "viewer")
+    page = web.admin.get(f"{PREFIX}/users").text
+    url = attribute(page, "data-password")
+    assert url == f"{PREFIX}/api/users/{name}/password"
+    assert f"/api/users/{web.role_user('admin')}/password" not in page  # their own: the header's
+    assert 'autocomplete="new-password"' in page
+    sent = {"X-CSRF-TOKEN": csrf_of(page)}
+    fresh = "another horse battery staple"
+    assert web.admin.post(url, json={"password": fresh}, headers=sent).status_code == 200
+    dana = web.login(name, fresh)
+    # Every page's header offers the change of one's own password, to viewers too.
+    html = dana.get(f"{PREFIX}/tasks").text
+    assert 'data-open="own-password"' in html
+    own = attribute(html, "data-own-password")
+    assert own == f"{PREFIX}/api/session/password"
+    assert 'name="current_password"' in html
+    sent = {"X-CSRF-TOKEN": csrf_of(html)}
+    wrong = {"current_password": "not it at all", "password": PASSWORD}
+    assert dana.post(own, json=wrong, headers=sent).status_code == 403
+    body = {"current_password": fresh, "password": PASSWORD}
+    assert dana.post(own, json=body, headers=sent).status_code == 200
+    # Her sessions ended: the next page sends her to the login page, where the new one works.
+    assert dana.get(f"{PREFIX}/tasks", follow_redirects=False).status_code == 303
+    web.login(name, PASSWORD)
 
 
 # -- hostile data, scripts, styles ---------------------------------------------------------------
@@ -474,3 +502,4 @@ def test_with_the_host_hook_there_is_no_login_page(app: Stask) -> None:
         assert page.status_code == 200
         assert "host-user" in page.text
         assert "data-logout" not in page.text
+        assert "data-own-password" not in page.text  # the host application keeps passwords

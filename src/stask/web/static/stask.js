@@ -403,6 +403,31 @@
       });
     });
 
+    // Passwords: an admin sets another user's; anyone changes their own (all their sessions end).
+    $$("form[data-password]").forEach((form) => form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const answer = await api("POST", form.dataset.password, { password: form.elements.password.value });
+      formError(form, answer.ok ? "" : (answer.data.message || TEXT.failed));
+      if (!answer.ok) return;
+      form.reset();
+      form.closest("details").open = false;
+      toast(TEXT.done);
+    }));
+    $$("[data-open]").forEach((button) => button.addEventListener("click", () => {
+      const dialog = document.getElementById(button.dataset.open);
+      if (dialog) dialog.showModal();
+    }));
+    $$("dialog [data-close]").forEach((button) => button.addEventListener("click", () => button.closest("dialog").close()));
+    $$("form[data-own-password]").forEach((form) => form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const f = form.elements;
+      if (f.password.value !== f.repeat.value) { fieldError(f.repeat, form.dataset.mismatch); return; }
+      fieldError(f.repeat, "");
+      const answer = await api("POST", form.dataset.ownPassword, { current_password: f.current_password.value, password: f.password.value });
+      if (answer.ok) { location.href = `${prefix}/login`; return; }
+      formError(form, answer.status === 403 ? form.dataset.wrong : (answer.data.message || TEXT.failed));
+    }));
+
     $$("form[data-create]").forEach((form) => form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const body = {};

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from stask.core.accounts import MIN_PASSWORD
 from stask.identity import Permission, Principal
 from stask.web.errors import ApiError
 from stask.web.security import audit_refusal, authenticate, context
@@ -147,6 +148,7 @@ def render(
         query=request.url.query,
         can_operate=bool(who and who.role.rank >= Permission.OPERATE.role.rank),  # type: ignore[union-attr]
         is_admin=bool(who and who.may(Permission.ADMIN)),
+        min_password=MIN_PASSWORD,
     )
     html = environment(language).get_template(template).render(values)
     return HTMLResponse(html, status_code=status)
