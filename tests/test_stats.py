@@ -562,3 +562,23 @@ def test_throughput_has_a_point_per_hour_then_per_day(known: Stask) -> None:
     ]
     counts = [(p["completed"], p["failed"], p["cancelled"]) for p in daily]
     assert counts == [(0, 0, 0), (0, 0, 0), (21, 3, 1)]  # 07:59:59's failure is in the last day
+
+
+def test_report_is_summary_workers_and_alerts_from_one_read(known: Stask) -> None:
+    figures = statistics(known, alert_success_rate=99)
+    reads: list[int] = []
+    original = figures.stats.finished_since
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Totals]:
+        reads.append(1)
+        return original(*args, **kwargs)
+
+    figures.stats.finished_since = counted  # type: ignore[method-assign]
+    report = figures.report(2, now=NOW)
+    assert len(reads) == 1
+    assert report == {
+        "summary": figures.summary(2, now=NOW),
+        "workers": figures.workers(2, now=NOW),
+        "alerts": figures.alerts(2, now=NOW),
+    }
+    assert report["alerts"]  # 91.67 % is below 99 %: the comparison is not of empty lists

@@ -117,12 +117,28 @@ class Statistics:
         self.refresh(now, max_seconds=READ_ROLL_UP_SECONDS)
         return hours, hour_floor(now) - hours * HOUR, now
 
+    def report(self, hours: int = 24, *, now: dt.datetime | None = None) -> JSONDict:
+        """``summary``, ``workers`` and ``alerts`` of one period from one read (the statistics
+        page shows all three: three reads of a month's hourly rows cost ~3x)."""
+        hours, start, now = self._period(hours, now)
+        found = self.stats.finished_since(start)
+        return {
+            "summary": self._summary(found, hours, start, now),
+            "workers": _per_worker(found),
+            "alerts": self._alerts(found),
+        }
+
     def summary(self, hours: int = 24, *, now: dt.datetime | None = None) -> JSONDict:
         """The seed's ``/performance/summary``: tasks that finished since the start of the UTC
         hour ``hours`` before now (``hours`` is clamped to 1..8760), those running and queued
         now, and their performance. ``queued`` counts at most 10,000 (``queued_capped``)."""
         hours, start, now = self._period(hours, now)
-        totals = overall(self.stats.finished_since(start))
+        return self._summary(self.stats.finished_since(start), hours, start, now)
+
+    def _summary(
+        self, found: dict[str, Totals], hours: int, start: dt.datetime, now: dt.datetime
+    ) -> JSONDict:
+        totals = overall(found)
         running = self.stats.running()
         queued, capped = self.stats.queued()
         return {
@@ -155,7 +171,9 @@ class Statistics:
         A value equal to its threshold raises nothing. Per-worker alerts carry ``identifier``.
         """
         _, start, _ = self._period(hours, now)
-        found = self.stats.finished_since(start)
+        return self._alerts(self.stats.finished_since(start))
+
+    def _alerts(self, found: dict[str, Totals]) -> list[JSONDict]:
         raised = self._judge(overall(found), None)
         for identifier in sorted(found):
             raised += self._judge(found[identifier], identifier)

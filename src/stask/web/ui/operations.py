@@ -24,16 +24,16 @@ def _hours(request: Request) -> int:
 def stats(request: Request, who: Principal) -> Response:
     app = context(request).app
     hours = _hours(request)
-    figures = app.statistics.workers(hours)
+    report = app.statistics.report(hours)
     return render(
         request,
         who,
         "stats.html",
         hours=hours,
         periods=PERIODS,
-        summary=app.statistics.summary(hours),
-        workers=list(figures.values()),
-        alerts=app.statistics.alerts(hours),
+        summary=report["summary"],
+        workers=list(report["workers"].values()),
+        alerts=report["alerts"],
         series=app.throughput(min(hours, 24 * 31)),
     )
 
