@@ -7,15 +7,28 @@ already proves on all three; three browsers' worth of time would prove nothing m
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from stask import Stask
-from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS, Browsing, served
+from stask import Stask, Status
+from stask.models import TaskQuery
+from tests.browser_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    Browsing,
+    running,
+    served,
+    set_hidden,
+    shoot,
+)
 from tests.conftest import TEST_WORKERS, fresh_app
+from tests.helpers import wait_until
+from tests.ui_workers import HOSTILE
 
 pytestmark = pytest.mark.slow
 UI_WORKERS = [*TEST_WORKERS, "tests.ui_workers"]
@@ -47,12 +60,284 @@ def web(browser: Browser, ui_app: Stask) -> Iterator[Browsing]:
 
 
 @pytest.fixture
-def page(web: Browsing) -> Page:
-    return web.page()
+def admin(web: Browsing) -> Page:
+    return web.as_role("admin")
 
 
-def test_the_health_route_loads_in_chromium(web: Browsing, page: Page) -> None:
+def accept_dialogs(page: Page) -> None:
+    page.on("dialog", lambda dialog: dialog.accept())
+
+
+def progress_of(page: Page) -> int:
+    return int(page.locator('[data-live="task-state"] progress').get_attribute("value") or 0)
+
+
+def test_the_health_route_loads_in_chromium(web: Browsing) -> None:
+    page = web.page()
     answer = page.goto(f"{web.base}/health")
     assert answer is not None
     assert answer.status == 200
     assert json.loads(page.locator("pre").inner_text())["success"] is True
+
+
+def test_logging_in_leads_to_the_page_asked_for(web: Browsing) -> None:
+    web.user("ana", "operator")
+    page = web.page()
+    page.goto(f"{web.base}/workers")
+    expect(page).to_have_url(f"{web.base}/login?next=%2Fstask%2Fworkers")
+    page.get_by_label("User name").fill("ana")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    web.console.forgive("status of 401")  # the refused login's page, as it should be
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{web.base}/workers")
+    expect(page.locator("header.top")).to_contain_text("ana")
+
+
+def test_a_task_run_from_its_worker_card_rises_live_to_completed_and_downloads(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    admin.goto(f"{web.base}/workers")
+    card = admin.locator("article.worker", has_text="Reports")
+    card.locator("summary", has_text="Run").click()  # opens the form
+    card.get_by_label("Action").select_option("build")
+    card.get_by_label("Options (JSON)").fill('{"rows": 12, "delay": 0.25}')
+    with running(ui_app):
+        card.get_by_role("button", name="Run").click()
+        admin.wait_for_url(f"{web.base}/tasks/*")
+        task_id = int(admin.url.rsplit("/", 1)[1])
+        seen = []
+        state = admin.locator('[data-live="task-state"]')
+        deadline = time.monotonic() + 30
+        while state.get_attribute("data-finished") != "true":
+            assert time.monotonic() < deadline, f"the page never showed the end, only {seen}"
+            value = progress_of(admin)
+            if not seen or value != seen[-1]:
+                seen.append(value)
+            admin.wait_for_timeout(100)
+        expect(state.locator(".badge").first).to_have_text("completed")
+    assert seen == sorted(seen), f"the progress went back: {seen}"
+    between = [value for value in seen if 0 < value < 100]
+    assert len(between) >= 2, f"the bar did not rise live, it showed {seen}"
+    assert progress_of(admin) == 100
+    expect(state).to_contain_text("12 / 12")
+    expect(admin.locator("ol.log")).to_contain_text("built")  # the log line arrived live
+    assert ui_app.get(task_id).status is Status.COMPLETED
+
+    with admin.expect_download() as download:
+        admin.get_by_role("link", name="Download result").click()
+    saved = Path(download.value.path())
+    assert saved.read_text(encoding="utf-8").splitlines() == ["row", *map(str, range(1, 13))]
+
+
+def test_a_long_task_is_cancelled_from_its_page(web: Browsing, admin: Page, ui_app: Stask) -> None:
+    task = ui_app.create("reports", "build", {"rows": 2000, "delay": 0.05})
+    accept_dialogs(admin)
+    with running(ui_app):
+        wait_until(lambda: ui_app.get(task.id).status is Status.RUNNING, 30, "the task to run")
+        admin.goto(f"{web.base}/tasks/{task.id}")
+        state = admin.locator('[data-live="task-state"]')
+        expect(state.locator(".badge").first).to_have_text("running")
+        expect(state.locator("progress")).not_to_have_attribute("value", "0")
+        admin.get_by_role("button", name="Cancel").click()
+        expect(state.locator(".badge").first).to_have_text("cancelled")
+    assert ui_app.get(task.id).status is Status.CANCELLED
+    assert 0 < progress_of(admin) < 100
+    actions = admin.locator('[data-live="task-actions"]')
+    expect(actions.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(actions.get_by_role("button", name="Retry")).to_be_visible()
+
+
+def test_a_failed_task_is_retried_from_its_page(
+    web: Browsing, admin: Page, ui_app: Stask, tmp_path: Path
+) -> None:
+    fixed = tmp_path / "fixed"
+    task = ui_app.create("reports", "flaky", {"fixed": str(fixed)})
+    ui_app.process_pending()
+    assert ui_app.get(task.id).status is Status.FAILED
+    admin.goto(f"{web.base}/tasks/{task.id}")
+    state = admin.locator('[data-live="task-state"]')
+    expect(state.locator(".badge").first).to_have_text("failed")
+    expect(state.locator(".error-text")).to_contain_text("the report server is down")
+    expect(admin.get_by_role("button", name="Cancel")).to_have_count(0)
+    fixed.touch()
+    admin.get_by_role("button", name="Retry").click()
+    expect(state.locator(".badge").first).to_have_text("pending")
+    expect(admin.get_by_role("button", name="Retry")).to_have_count(0)
+    ui_app.process_pending()
+    assert ui_app.get(task.id).status is Status.COMPLETED
+    admin.reload()
+    expect(state.locator(".badge").first).to_have_text("completed")
+
+
+def test_a_new_schedule_is_shown_in_words_with_its_next_runs(web: Browsing, admin: Page) -> None:
+    admin.goto(f"{web.base}/workers/reports")
+    expect(admin.locator("ol.next-runs li")).to_have_text(["None"])
+    form = admin.locator("form.schedule")
+    form.get_by_label("Type").select_option("periodic")
+    form.get_by_label("Frequency").select_option("daily")
+    form.get_by_label("Time (daily, weekly)").fill("03:30")
+    form.locator("select[name=action]").select_option("build")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(admin.locator("ol.next-runs li")).to_have_count(5)
+    expect(admin.locator(".schedule-words")).to_contain_text("03:30")
+    times = admin.locator("ol.next-runs time").evaluate_all("els => els.map(e => e.dateTime)")
+    assert len(set(times)) == 5, times
+    assert times == sorted(times)
+    assert web.app.schedule("reports").to_dict()["time"] == "03:30"
+
+
+def test_the_ukrainian_switch_translates_the_pages(web: Browsing) -> None:
+    web.user("olena", "viewer")
+    page = web.page()
+    page.goto(f"{web.base}/login")
+    page.get_by_role("button", name="Українська").click()
+    expect(page.get_by_role("button", name="Увійти")).to_be_visible()
+    page.get_by_label("Ім’я користувача").fill("olena")  # noqa: RUF001 - the catalogue's apostrophe
+    page.get_by_label("Пароль").fill(PASSWORD)
+    page.get_by_role("button", name="Увійти").click()
+    expect(page.locator("html")).to_have_attribute("lang", "uk")
+    nav = page.get_by_role("navigation")
+    expect(nav.get_by_role("link", name="Панель")).to_be_visible()
+    expect(nav.get_by_role("link", name="Воркери")).to_be_visible()
+    expect(page.get_by_role("heading", name="Панель")).to_be_visible()
+
+
+def test_keyboard_shortcuts_navigate_and_open_the_help(web: Browsing, admin: Page) -> None:
+    for key, path in (("w", "/workers"), ("t", "/tasks"), ("s", "/stats"), ("d", "/")):
+        admin.keyboard.press(key)
+        expect(admin).to_have_url(f"{web.base}{path}")
+        admin.wait_for_load_state()  # the shortcuts listen once the page's script ran
+    help_box = admin.locator("dialog#help")
+    expect(help_box).to_be_hidden()
+    admin.keyboard.press("?")
+    expect(help_box).to_be_visible()
+    expect(help_box).to_contain_text("Keyboard shortcuts")
+    admin.keyboard.press("Escape")
+    expect(help_box).to_be_hidden()
+    admin.get_by_label("Refresh").focus()  # a key typed into a field is not a shortcut
+    admin.keyboard.press("w")
+    expect(admin).to_have_url(f"{web.base}/")
+
+
+OPERATING = (
+    "[data-post], [data-bulk-action], form[data-run], form[data-settings], form[data-schedule], "
+    "form[data-create], details.run"
+)
+
+
+def test_a_viewer_sees_nothing_to_run_and_the_api_refuses_them(
+    web: Browsing, ui_app: Stask, tmp_path: Path
+) -> None:
+    failed = ui_app.create("reports", "flaky", {"fixed": str(tmp_path / "never")})
+    ui_app.process_pending()
+    pending = ui_app.create("inventory", "sync_stock", {"rows": 1})
+    page = web.as_role("viewer")
+    for path in (
+        "/",
+        "/workers",
+        "/workers/reports",
+        "/tasks",
+        f"/tasks/{failed.id}",
+        f"/tasks/{pending.id}",
+        "/stats",
+        "/queues",
+    ):
+        page.goto(f"{web.base}{path}")
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        expect(page.locator(OPERATING), f"a control a viewer cannot use on {path}").to_have_count(0)
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+    answer = page.request.post(
+        f"{web.base}/api/tasks",
+        data={"identifier": "inventory", "action": "sync_stock"},
+        headers={"X-CSRF-TOKEN": token},
+    )
+    assert answer.status == 403
+    assert ui_app.listing.count(TaskQuery())[0] == 2, "the refused request created a task"
+
+
+def fetches_of(page: Page, url: str) -> list[str]:
+    """Requests the page's script makes for ``url`` (the live regions' refreshes), as they go."""
+    seen: list[str] = []
+    page.on("request", lambda r: r.url == url and r.resource_type == "fetch" and seen.append(url))
+    return seen
+
+
+def test_a_hidden_tab_stops_refreshing_and_a_shown_one_resumes(web: Browsing, admin: Page) -> None:
+    refreshes = fetches_of(admin, f"{web.base}/")
+    admin.get_by_label("Refresh").select_option("2")
+    admin.wait_for_timeout(4500)
+    assert len(refreshes) >= 2, "the dashboard did not refresh every 2 s"
+    set_hidden(admin, True)
+    admin.wait_for_timeout(300)  # a refresh already on its way may land
+    while_hidden = len(refreshes)
+    admin.wait_for_timeout(5000)
+    assert len(refreshes) == while_hidden, "the hidden tab kept refreshing"
+    set_hidden(admin, False)
+    admin.wait_for_timeout(2500)
+    assert len(refreshes) > while_hidden, "the tab shown again did not refresh"
+    admin.get_by_label("Refresh").select_option("0")  # paused: nothing at all
+    admin.wait_for_timeout(300)
+    paused = len(refreshes)
+    admin.wait_for_timeout(3000)
+    assert len(refreshes) == paused
+    expect(admin.locator("[data-live-state]")).to_have_text("Paused")
+
+
+def test_html_in_a_task_is_shown_as_text_and_never_runs(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    task = ui_app.create("reports", "hostile", {"note": HOSTILE})
+    admin.goto(f"{web.base}/tasks/{task.id}")
+    ui_app.process_pending()  # the message and the log line arrive while the page is open
+    state = admin.locator('[data-live="task-state"]')
+    expect(state.locator(".badge").first).to_have_text("completed")
+    expect(state.locator(".message strong")).to_have_text("Done")  # Markdown, rendered
+    expect(state.locator(".message")).to_contain_text(HOSTILE)  # raw HTML, shown as text
+    expect(admin.locator("ol.log")).to_contain_text(f"log line {HOSTILE}")  # arrived live
+    expect(admin.locator("pre", has_text='"note"')).to_contain_text("onerror")
+    admin.reload()  # and the same, rendered by the server
+    expect(admin.locator("ol.log")).to_contain_text(f"log line {HOSTILE}")
+    for path in ("/", "/tasks", f"/tasks/{task.id}"):
+        admin.goto(f"{web.base}{path}")
+        assert admin.locator('img[src="x"]').count() == 0
+        assert admin.evaluate("window.__staskPwned") is None
+
+
+def test_every_page_fits_a_phone_and_is_photographed(
+    web: Browsing, ui_app: Stask, tmp_path: Path
+) -> None:
+    """Screenshots for docs/ (desktop and phone width) of each page, with tasks of every
+    ending in them; at phone width no page is wider than the screen."""
+    for rows in (3, 5, 8):
+        ui_app.create("reports", "build", {"rows": rows, "delay": 0})
+    ui_app.create("reports", "flaky", {"fixed": str(tmp_path / "never")})
+    ui_app.create("inventory", "sync_stock", {"rows": 4})
+    ui_app.process_pending()
+    cancelled = ui_app.create("reports", "build", {"rows": 3})
+    ui_app.cancel(cancelled.id)
+    done = ui_app.create("reports", "build", {"rows": 6, "delay": 0})
+    ui_app.process_pending()
+    ui_app.create("mailer", "send", {"to": "ops@example.com"})  # left pending
+
+    page = web.page()
+    page.goto(f"{web.base}/login")
+    shoot(page, "login")
+    web.login(web.user("admin", "admin"), page)
+    for name, path in (
+        ("dashboard", "/"),
+        ("workers", "/workers"),
+        ("worker", "/workers/reports"),
+        ("tasks", "/tasks"),
+        ("task", f"/tasks/{done.id}"),
+        ("stats", "/stats"),
+        ("queues", "/queues"),
+        ("users", "/users"),
+        ("tokens", "/tokens"),
+        ("audit", "/audit"),
+    ):
+        page.goto(f"{web.base}{path}")
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        shoot(page, name)

@@ -1,4 +1,4 @@
-"""Workers for the UI's browser tests: tasks slow enough to watch, hostile text, a sure failure."""
+"""Workers for the UI's browser tests: slow tasks to watch, hostile text, a fixable failure."""
 
 from __future__ import annotations
 
@@ -37,5 +37,8 @@ class Reports(BaseWorker):
         task.mark_finished(f"**Done** {HOSTILE}")
         return "hostile"
 
-    def task_crash(self, task: TaskContext, options: dict[str, Any]) -> None:
-        raise RuntimeError("the report server is down")
+    def task_flaky(self, task: TaskContext, options: dict[str, Any]) -> str:
+        """Fails until the file ``fixed`` names exists."""
+        if not Path(options["fixed"]).exists():
+            raise RuntimeError("the report server is down")
+        return "fixed"
