@@ -52,6 +52,7 @@ ACTING = (
     "data-limits",
     "data-pause-until",
     "data-password=",
+    "data-upload=",
 )
 STATIC = TEMPLATES.parent / "static"
 
@@ -263,6 +264,32 @@ def test_admins_set_passwords_and_everyone_changes_their_own(web: Web) -> None:
     # Her sessions ended: the next page sends her to the login page, where the new one works.
     assert dana.get(f"{PREFIX}/tasks", follow_redirects=False).status_code == 303
     web.login(name, PASSWORD)
+
+
+def test_a_worker_that_takes_files_gets_a_file_field_on_its_run_form(web: Web) -> None:
+    assert "data-upload=" not in web.operator.get(f"{PREFIX}/workers/inventory").text
+    web.app.set_config("inventory", "upload_extensions", [".csv", "TSV"])
+    cards = web.operator.get(f"{PREFIX}/workers").text
+    assert cards.count("data-upload=") == 1  # only the worker that takes files
+    page = web.operator.get(f"{PREFIX}/workers/inventory").text
+    base = attribute(page, "data-upload")
+    assert base == f"{PREFIX}/api/workers/inventory/tasks/"
+    assert '<input type="file" name="file" accept=".csv,.tsv">' in page
+    assert 'type="file"' not in web.viewer.get(f"{PREFIX}/workers/inventory").text
+    script = (STATIC / "stask.js").read_text(encoding="utf-8")
+    assert "form.dataset.upload" in script
+    assert "/upload`" in script
+    # What the page's script sends: multipart, the file and the options as JSON, the CSRF token.
+    answer = web.operator.post(
+        f"{base}sync_stock/upload",
+        files={"file": ("stock.csv", b"sku,qty\nA1,3\n", "text/csv")},
+        data={"options": json.dumps({"rows": 1})},
+        headers={"X-CSRF-TOKEN": csrf_of(page)},
+    )
+    assert answer.status_code == 200, answer.text
+    task = web.app.get(answer.json()["id"])
+    assert (task.action, task.options["rows"]) == ("sync_stock", 1)
+    assert task.options["upload"]["name"] == "stock.csv"
 
 
 # -- hostile data, scripts, styles ---------------------------------------------------------------

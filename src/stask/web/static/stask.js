@@ -30,7 +30,9 @@
   async function api(method, url, body) {
     const headers = { "X-CSRF-TOKEN": meta("csrf-token"), "Accept": "application/json" };
     const init = { method, headers, credentials: "same-origin" };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      init.body = body; // multipart: the browser writes the Content-Type with its boundary
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -295,10 +297,19 @@
       try { options = JSON.parse(area.value || "{}"); } catch (err) { fieldError(area, TEXT.invalid_json); return; }
       if (options === null || typeof options !== "object" || Array.isArray(options)) { fieldError(area, TEXT.invalid_json); return; }
       fieldError(area, "");
-      const answer = await api("POST", form.dataset.run, {
-        identifier: form.dataset.identifier, action: form.elements.action.value,
-        priority: form.elements.priority.value, options,
-      });
+      const file = form.elements.file && form.elements.file.files[0];
+      let answer;
+      if (file && form.dataset.upload) { // the file is the task's input: stored, then the task starts
+        const parts = new FormData();
+        parts.append("file", file);
+        parts.append("options", JSON.stringify(options));
+        answer = await api("POST", `${form.dataset.upload}${encodeURIComponent(form.elements.action.value)}/upload`, parts);
+      } else {
+        answer = await api("POST", form.dataset.run, {
+          identifier: form.dataset.identifier, action: form.elements.action.value,
+          priority: form.elements.priority.value, options,
+        });
+      }
       if (answer.ok) location.href = `${prefix}/tasks/${answer.data.id}`;
       else fieldError(area, answer.data.message || TEXT.failed);
     }));

@@ -22,6 +22,7 @@ from stask.web.tasks import _actions_for as allowed_actions
 from stask.web.ui.i18n import language_of
 from stask.web.ui.render import Pages, render
 from stask.web.ui.schedule_words import schedule_parts
+from stask.web.workers import _extensions as upload_extensions
 
 pages = Pages()
 RECENT = 10
@@ -58,6 +59,7 @@ def _worker_rows(request: Request, who: Principal) -> list[dict[str, Any]]:
                 "figures": figures.get(info.identifier, {}),
                 "may_run": who.may(Permission.OPERATE, info.scope) and not info.orphaned,
                 "may_admin": who.may(Permission.ADMIN, info.scope),
+                "uploads": upload_extensions(context(request), info.identifier),
             }
         )
     return rows
@@ -114,6 +116,7 @@ def worker(request: Request, who: Principal) -> Response:
         next_runs=app.next_runs(identifier, 5),
         may_admin=who.may(Permission.ADMIN, info.scope),
         may_run=who.may(Permission.OPERATE, info.scope) and not info.orphaned,
+        uploads=upload_extensions(context(request), identifier),
     )
 
 
