@@ -357,6 +357,33 @@ def test_cancel_retry_delete_and_conflicts_in_the_wrong_state(web: Web) -> None:
     assert {"task.cancel", "task.retry", "task.delete"} <= set(actions)
 
 
+def test_run_again_makes_a_linked_task_with_the_stored_options(web: Web) -> None:
+    app = web.app
+    original = run_task(app, options={"rows": 2, "api_token": "s3cret"}, priority="high").id
+    answer = web.operator.post(f"{T}/{original}/rerun")
+    assert answer.status_code == 200, answer.text
+    copy = answer.json()["id"]
+    assert copy != original
+    again = app.get(copy)
+    # The stored options, secrets included: never the redacted ones a caller was shown.
+    assert again.options == {"rows": 2, "api_token": "s3cret"}
+    assert (again.identifier, again.action, again.priority.value) == (
+        "inventory",
+        "sync_stock",
+        "high",
+    )
+    assert (again.status, again.started_by) == (Status.PENDING, web.role_user("operator"))
+    first = web.viewer.get(f"{T}/{original}").json()["task"]
+    second = web.viewer.get(f"{T}/{copy}").json()["task"]
+    assert (first["rerun_of"], first["reruns"]) == (None, [copy])
+    assert (second["rerun_of"], second["reruns"]) == (original, [])
+    assert web.viewer.post(f"{T}/{original}/rerun").status_code == 403
+    assert web.operator.post(f"{T}/{2**62}/rerun").status_code == 404
+    # Deleting the copy removes its link; the original no longer lists it.
+    app.delete(copy)
+    assert web.viewer.get(f"{T}/{original}").json()["task"]["reruns"] == []
+
+
 def test_bulk_by_ids_reports_each_task(web: Web) -> None:
     app = web.app
     first, second = new_task(app), new_task(app)

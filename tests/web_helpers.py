@@ -371,6 +371,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", f"{T}/{{task_id}}"): lambda m, r: Call(f"{T}/{m.done}"),
     ("POST", f"{T}/{{task_id}}/cancel"): lambda m, r: Call(f"{T}/{m.pending()}/cancel"),
     ("POST", f"{T}/{{task_id}}/retry"): lambda m, r: Call(f"{T}/{m.cancelled()}/retry"),
+    ("POST", f"{T}/{{task_id}}/rerun"): lambda m, r: Call(f"{T}/{m.done}/rerun"),
     ("DELETE", f"{T}/{{task_id}}"): lambda m, r: Call(f"{T}/{m.pending()}"),
     ("POST", f"{T}/bulk/{{action}}"): lambda m, r: Call(
         f"{T}/bulk/cancel", json={"ids": [m.pending(), m.pending()]}

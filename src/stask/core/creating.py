@@ -153,6 +153,23 @@ def create(app: Stask, new: NewTask, connection: CallerConnection | None = None)
     return task
 
 
+def rerun(app: Stask, task_id: int, *, started_by: str | None = None) -> Task:
+    """A new task of ``task_id``'s worker and action with its options, priority, queue,
+    attempts and timeout, linked to it (``reruns``). The options are the stored ones: a caller
+    never sees secrets to send back. The worker must still exist and be active."""
+    original = app.get(task_id)
+    new = new_task(
+        app, original.identifier, original.action, original.options,
+        priority=original.priority, queue=original.queue, max_attempts=original.max_attempts,
+        started_by=started_by, timeout=original.timeout_seconds,
+    )  # fmt: skip
+    with app.store.writing() as conn:
+        task = app.store.task_writes.insert_task(new, connection=conn)
+        app.store.task_writes.link_rerun(conn, task.id, original.id, utcnow())
+    _enqueued(app, [new])
+    return task
+
+
 def create_many(
     app: Stask,
     items: Iterable[CreateItem],

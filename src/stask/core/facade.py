@@ -277,6 +277,15 @@ class Stask(Operations):
         """Queue a failed or cancelled task again."""
         return tasks_admin.retry(self, task_id)
 
+    def rerun(self, task_id: int, *, started_by: str | None = None) -> Task:
+        """Run a task again as a new task, whatever its state ("Run again"); linked both ways
+        (``reruns``). ``retry`` instead requeues a failed or cancelled task under its own id."""
+        return creating.rerun(self, task_id, started_by=started_by)
+
+    def reruns(self, task_id: int) -> tuple[int | None, builtins.list[int]]:
+        """The task ``task_id`` was run again from (or None), and the newest 20 run from it."""
+        return self.store.task_reads.reruns(task_id)
+
     def delete(self, task_id: int) -> None:
         """Delete a task that is not running, with its logs and files."""
         tasks_admin.delete(self, task_id)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, RowMapping, delete, select, update
 
 from stask.db.rows import PENDING
-from stask.db.tables import queue, task_logs, tasks
+from stask.db.tables import queue, task_logs, task_reruns, tasks
 from stask.db.task_writes import enqueue_existing
 from stask.models import Status, utcnow
 
@@ -114,5 +114,6 @@ class OperatorActions:
             if status is Status.PENDING or status.is_final:
                 conn.execute(delete(queue).where(queue.c.task_id == task_id))
                 conn.execute(delete(task_logs).where(task_logs.c.task_id == task_id))
+                conn.execute(delete(task_reruns).where(task_reruns.c.task_id == task_id))
                 conn.execute(delete(tasks).where(tasks.c.id == task_id))
             return status

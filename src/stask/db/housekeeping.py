@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 
 from stask.db.rows import FINAL_CODES
-from stask.db.tables import ALL_TABLES, task_logs, tasks
+from stask.db.tables import ALL_TABLES, task_logs, task_reruns, tasks
 
 if TYPE_CHECKING:
     from stask.db.store import Store
@@ -39,6 +39,7 @@ class Housekeeping:
                 if not ids:
                     return deleted
                 conn.execute(delete(task_logs).where(task_logs.c.task_id.in_(ids)))
+                conn.execute(delete(task_reruns).where(task_reruns.c.task_id.in_(ids)))
                 conn.execute(delete(tasks).where(tasks.c.id.in_(ids)))
             deleted.extend(int(i) for i in ids)
 

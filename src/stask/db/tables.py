@@ -323,6 +323,17 @@ state = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+# "Run again": which task a task was run again from (a task a retry requeues keeps its id and
+# its attempts; a re-run is a new task). Beside s_tasks so creating a task never writes it.
+task_reruns = Table(
+    "s_task_reruns",
+    metadata,
+    Column("task_id", BigId, primary_key=True, autoincrement=False),
+    Column("rerun_of", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+Index("ix_s_task_reruns_rerun_of", task_reruns.c.rerun_of, task_reruns.c.task_id)
+
 ALL_TABLES = (
     workers,
     tasks,
@@ -336,6 +347,7 @@ ALL_TABLES = (
     audit,
     stats,
     state,
+    task_reruns,
 )
 
 
@@ -362,6 +374,7 @@ DDL_OPTIONS: dict[str, dict[str, Any]] = {
             "s_audit",
             "s_stats",
             "s_state",
+            "s_task_reruns",
         ),
         MYSQL_TEXT,
     ),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, func, select, tuple_
 
 from stask.db.rows import FINAL_CODES, RUNNING, filter_clauses, task_from_row
-from stask.db.tables import queue, tasks
+from stask.db.tables import queue, task_reruns, tasks
 from stask.models import Claim, Status, Task, TaskFilter
 
 if TYPE_CHECKING:
@@ -97,3 +97,18 @@ class TaskReads:
         )
         with self.store.reading() as conn:
             return {int(i) for i in conn.execute(stmt).scalars()}
+
+    def reruns(self, task_id: int, limit: int = 20) -> tuple[int | None, list[int]]:
+        """The task ``task_id`` was run again from (None: none), and the newest ``limit`` tasks
+        run again from it."""
+        with self.store.reading() as conn:
+            origin = conn.execute(
+                select(task_reruns.c.rerun_of).where(task_reruns.c.task_id == task_id)
+            ).scalar_one_or_none()
+            copies = conn.execute(
+                select(task_reruns.c.task_id)
+                .where(task_reruns.c.rerun_of == task_id)
+                .order_by(task_reruns.c.task_id.desc())
+                .limit(limit)
+            ).scalars()
+            return (None if origin is None else int(origin)), [int(i) for i in copies]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select
 
 from stask.db.rows import PENDING, QUEUED_COLUMNS, task_from_row
-from stask.db.tables import queue, tasks
+from stask.db.tables import queue, task_reruns, tasks
 from stask.models import NewTask, Task, utcnow
 
 if TYPE_CHECKING:
@@ -79,6 +79,10 @@ class TaskWrites(abc.ABC):
             ids = self._insert_queued(conn, rows)
             self.store.announce(conn, rows, now)
         return ids
+
+    def link_rerun(self, conn: Connection, task_id: int, rerun_of: int, now: dt.datetime) -> None:
+        """Record, in the caller's transaction, that ``task_id`` runs ``rerun_of`` again."""
+        conn.execute(insert(task_reruns).values(task_id=task_id, rerun_of=rerun_of, created_at=now))
 
     def insert_task(self, new: NewTask, connection: Connection | None = None) -> Task:
         """One task, returned as stored: INSERT ... RETURNING, no read (or checkout) after it."""

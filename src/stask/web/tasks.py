@@ -409,6 +409,7 @@ def task_detail(request: Request, task_id: int) -> dict[str, Any]:
     ]
     data["attempt_errors"] = attempts
     data["allowed_actions"] = _actions_for(task)
+    data["rerun_of"], data["reruns"] = ctx.app.reruns(task.id)
     return ok(task=data)
 
 
@@ -478,6 +479,18 @@ def cancel_task(request: Request, task_id: int) -> dict[str, Any]:
 @route(router, "POST", "/api/tasks/{task_id}/retry", Permission.OPERATE, response_model=Envelope)
 def retry_task(request: Request, task_id: int) -> dict[str, Any]:
     return _act(request, task_id, "retry")
+
+
+@route(router, "POST", "/api/tasks/{task_id}/rerun", Permission.OPERATE, response_model=Created)
+def rerun_task(request: Request, task_id: int) -> dict[str, Any]:
+    """Run again: a new task with the same worker, action and stored options (in any state),
+    linked both ways (the detail's ``rerun_of`` and ``reruns``)."""
+    ctx = context(request)
+    task = visible_task(request, task_id, Permission.OPERATE)
+    principal = principal_of(request)
+    copy = ctx.app.rerun(task.id, started_by=principal.username)
+    ctx.audit(request, principal, "task.rerun", f"task:{copy.id}", detail={"rerun_of": task.id})
+    return ok(id=copy.id, message=f"task {task.id} runs again as task {copy.id}")
 
 
 @route(router, "DELETE", "/api/tasks/{task_id}", Permission.OPERATE, response_model=Envelope)
