@@ -395,12 +395,22 @@ def routes(n: int) -> list[tuple[str, str, dict[str, Any]]]:
         ("summary ?hours=24", "/stask/performance/summary", {"hours": 24}),
         ("summary ?hours=720", "/stask/performance/summary", {"hours": 720}),
         ("workers ?hours=720", "/stask/performance/workers", {"hours": 720}),
+        # The admin UI's pages (issue 13), rendered on the server from the same facade calls.
+        ("page: dashboard", "/stask/", {}),
+        ("page: tasks", "/stask/tasks", {}),
+        ("page: tasks ?status=failed", "/stask/tasks", {"status": "failed"}),
+        ("page: tasks ?q=meta.order:ord-5", "/stask/tasks", {"q": "meta.order:ord-5"}),
+        (f"page: task #{n // 3}", f"/stask/tasks/{n // 3}", {}),
+        ("page: statistics (24 h)", "/stask/stats", {}),
+        ("page: statistics ?hours=720", "/stask/stats", {"hours": 720}),
     ]  # fmt: skip
 
 
 def check(response: httpx.Response, label: str) -> dict[str, Any]:
     if response.status_code != 200:
         raise RuntimeError(f"{label}: HTTP {response.status_code}: {response.text[:300]}")
+    if response.headers.get("content-type", "").startswith("text/html"):
+        return {"page": f"{len(response.content):,} bytes of HTML"}
     body: dict[str, Any] = response.json()
     if body.get("success") is False:
         raise RuntimeError(f"{label}: {response.text[:300]}")
@@ -409,6 +419,8 @@ def check(response: httpx.Response, label: str) -> dict[str, Any]:
 
 def shape(body: dict[str, Any]) -> str:
     """What a route answered, in a few words (to see that it did what was asked)."""
+    if "page" in body:
+        return str(body["page"])
     if "tasks" in body and isinstance(body["tasks"], list):
         return f"{len(body['tasks'])} rows, next_cursor={body.get('next_cursor')}"
     if "count" in body:
