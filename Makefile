@@ -6,7 +6,7 @@ STASK := $(BIN)/stask
 # The bundled example workers, unless you point STASK_WORKERS at your own modules.
 export STASK_WORKERS ?= stask.examples
 
-.PHONY: run test lint typecheck pytest install dev clean-venv
+.PHONY: run test lint typecheck pytest install dev clean-venv screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ typecheck: $(VENV)/.dev-installed
 
 pytest: $(VENV)/.dev-installed
 	$(BIN)/pytest -n 2 --durations=10
+
+## screenshots: the browser tests, saving every page at desktop and phone width to docs/screenshots/
+screenshots: $(VENV)/.dev-installed
+	STASK_SCREENSHOTS=$(CURDIR)/docs/screenshots STASK_TEST_DATABASES=sqlite \
+		$(BIN)/pytest -q tests/test_ui_browser.py
 
 clean-venv:
 	rm -rf $(VENV)

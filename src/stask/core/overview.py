@@ -7,7 +7,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from stask.db.nodes import NodeStore
-from stask.db.stats import HOUR, hour_floor
+from stask.db.stats import HOUR, Totals, hour_floor
 from stask.models import JSONDict, utcnow
 
 if TYPE_CHECKING:
@@ -29,7 +29,15 @@ def throughput(app: Stask, hours: int = 24, *, now: dt.datetime | None = None) -
     now = now or utcnow()
     app.statistics.refresh(now, max_seconds=1.0)
     first = hour_floor(now) - (hours - 1) * HOUR
-    found = app.statistics.stats.hourly(first)
+    reads = app.statistics.stats
+    found = reads.hourly(first)
+    # The live tail (finished within the roll-up's grace, ~30 s): in the current hour, else a
+    # chart under "5 completed" stays flat for its first half minute.
+    watermark = reads.watermark()
+    if watermark is not None:
+        current = hour_floor(now)
+        for tail in reads.tail(max(watermark, first)).values():
+            found[current] = found.get(current, Totals()).plus(tail)
     width = 1 if hours <= HOURLY_UP_TO else 24
     series = []
     for start in range(0, hours, width):
