@@ -34,3 +34,24 @@ def test_the_tasks_page_counts_a_meta_search_over_the_scan_window_only(
     web.app.cancel(ids[1])
     exact = web.viewer.get(f"{PREFIX}/tasks", params={"status": "cancelled"})
     assert "1 tasks match" in exact.text or "1 task matches" in exact.text
+
+
+def test_bulk_on_everything_matching_gets_the_lists_dates(web: Web) -> None:
+    import html
+    import json
+    import re
+
+    page = web.operator.get(
+        f"{PREFIX}/tasks", params={"from": "2026-01-02", "to": "2026-01-03", "worker": "inventory"}
+    )
+    found = re.search(r"data-filters='([^']*)'", page.text)
+    assert found is not None
+    filters = json.loads(html.unescape(found.group(1)))
+    assert filters == {
+        "worker": "inventory",
+        "from": "2026-01-02T00:00:00",
+        "to": "2026-01-03T23:59:59.999999",
+    }
+    # Those are the bounds the bulk route counts with: the same tasks as the list.
+    answer = web.operator.post(f"{PREFIX}/api/tasks/bulk/cancel", json=filters)
+    assert answer.status_code == 200, answer.text

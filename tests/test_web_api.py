@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import threading
@@ -400,6 +401,23 @@ def test_bulk_by_ids_reports_each_task(web: Web) -> None:
     assert web.operator.post(f"{T}/bulk/explode", json={"ids": [1]}).status_code == 422
     too_many = web.operator.post(f"{T}/bulk/cancel", json={"ids": list(range(1, 1002))})
     assert too_many.status_code == 422
+
+
+def test_bulk_by_filter_takes_every_filter_of_the_list(web: Web) -> None:
+    app = web.app
+    old, recent = new_task(app), new_task(app)
+    mail = new_task(app, "send", "mailer")
+    set_task(app, old, created_at=dt.datetime(2000, 1, 1))
+    by_date = {"to": "2001-01-01T00:00:00", "from": "1999-12-31T00:00:00"}
+    for body, expected in (
+        (by_date, [old]),
+        ({"action": "send"}, [mail]),
+        ({"worker": "inventory", "from": "2001-01-01T00:00:00Z"}, [recent]),
+    ):
+        listed = [row["id"] for row in web.viewer.get(T, params=body).json()["tasks"]]
+        answer = web.operator.post(f"{T}/bulk/cancel", json=body).json()
+        assert (listed, answer["count"]) == (expected, len(expected)), body
+    assert web.operator.post(f"{T}/bulk/cancel", json={"to": "soon"}).status_code == 422
 
 
 def test_bulk_by_filter_asks_for_the_count_then_runs_a_job(web: Web) -> None:

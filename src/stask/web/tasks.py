@@ -77,15 +77,20 @@ class NewTaskBody(BaseModel):
 class BulkBody(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        populate_by_name=True,
         json_schema_extra={"example": {"ids": [1, 2, 3]}},
     )
     ids: list[Annotated[int, Field(ge=1, lt=2**63)]] | None = Field(
         default=None, max_length=BULK_DIRECT_MAX
     )
-    # Everything matching these filters (the list route's), once ``confirm`` states the count.
-    status: str | None = None
-    worker: str | None = None
-    queue: str | None = None
+    # Everything matching these filters (every one of the list route's), once ``confirm``
+    # states the count.
+    status: str | None = Field(default=None, max_length=200)
+    worker: str | None = Field(default=None, max_length=100)
+    queue: str | None = Field(default=None, max_length=100)
+    action: str | None = Field(default=None, max_length=100)
+    created_from: dt.datetime | None = Field(default=None, alias="from")
+    created_to: dt.datetime | None = Field(default=None, alias="to")
     q: str | None = Field(default=None, max_length=1000)
     confirm: int | None = Field(default=None, ge=0)
 
@@ -456,7 +461,10 @@ def bulk(
                 refused[str(task_id)] = err.message
         ctx.audit(request, principal, f"task.bulk_{action}", None, detail={"ids": done[:100]})
         return ok(done=done, refused=refused, message=f"{action}: {len(done)} done")
-    query = _query(request, body.status, body.worker, body.queue, None, None, None, body.q)
+    query = _query(
+        request, body.status, body.worker, body.queue, body.action,
+        body.created_from, body.created_to, body.q,
+    )  # fmt: skip
     count, capped = ctx.app.listing.count(query)
     if body.confirm is None or body.confirm != count or capped:
         if capped:

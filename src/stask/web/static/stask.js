@@ -475,7 +475,7 @@
       if (button.hasAttribute("data-bulk-all")) {
         if (following) { toast(TEXT.job_busy, true); return; }
         const body = {};
-        ["status", "worker", "queue", "q"].forEach((k) => { if (filters[k]) body[k] = filters[k]; });
+        ["status", "worker", "queue", "q", "from", "to"].forEach((k) => { if (filters[k]) body[k] = filters[k]; });
         answer = await api("POST", url, body);
         if (answer.ok && answer.data.confirm_required) {
           if (answer.data.capped) { toast(text.capped, true); return; }

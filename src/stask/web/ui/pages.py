@@ -148,6 +148,17 @@ def _query(request: Request, who: Principal, filters: dict[str, str]) -> TaskQue
     return scoped_query(context(request), who, query)
 
 
+def _bulk_filters(active: dict[str, str]) -> dict[str, str]:
+    """The list's filters as the bulk route takes them: the days as the moments the list
+    used, so "everything matching" is the tasks the page shows."""
+    found = dict(active)
+    for key, end in (("from", False), ("to", True)):
+        moment = _day(found.pop(key, ""), end)
+        if moment is not None:
+            found[key] = moment.isoformat()
+    return found
+
+
 @pages.page("/tasks", Permission.READ)
 def tasks(request: Request, who: Principal) -> Response:
     ctx = context(request)
@@ -183,7 +194,7 @@ def tasks(request: Request, who: Principal) -> Response:
         filter_query=urlencode(active),
         next_query=urlencode({**active, "cursor": next_cursor}) if next_cursor else None,
         first_query=urlencode(active) if cursor else None,
-        bulk_filters=active,
+        bulk_filters=_bulk_filters(active),
     )
 
 
