@@ -530,3 +530,19 @@ def test_with_the_host_hook_there_is_no_login_page(app: Stask) -> None:
         assert "host-user" in page.text
         assert "data-logout" not in page.text
         assert "data-own-password" not in page.text  # the host application keeps passwords
+
+
+def test_run_again_posts_to_rerun_and_the_pages_link_both_ways(web: Web) -> None:
+    original = run_task(web.app, options={"rows": 1, "password": "hunter2"}).id
+    page = web.operator.get(f"{PREFIX}/tasks/{original}").text
+    # Offered even with a secret among the options: the server copies the stored ones.
+    assert f'data-post="{PREFIX}/api/tasks/{original}/rerun"' in page
+    assert "/rerun" not in web.viewer.get(f"{PREFIX}/tasks/{original}").text
+    copy = web.operator.post(f"{PREFIX}/api/tasks/{original}/rerun").json()["id"]
+    assert (
+        f'href="{PREFIX}/tasks/{copy}">#{copy}</a>'
+        in web.viewer.get(f"{PREFIX}/tasks/{original}").text
+    )
+    copy_page = web.viewer.get(f"{PREFIX}/tasks/{copy}").text
+    assert f'href="{PREFIX}/tasks/{original}">#{original}</a>' in copy_page
+    assert "Run again from" in copy_page

@@ -216,6 +216,7 @@ def task(request: Request, who: Principal) -> Response:
         if "attempt" in e.context
     ]
     may_operate = who.may(Permission.OPERATE, scope)
+    rerun_of, reruns = ctx.app.reruns(found.id)
     return render(
         request,
         who,
@@ -228,6 +229,6 @@ def task(request: Request, who: Principal) -> Response:
         actions=allowed_actions(found) if may_operate else [],
         may_operate=may_operate,
         has_result=found.result_file is not None,
-        # Run again sends the options this page shows: not when secrets in them are redacted.
-        rerun=may_operate and detail["options"] == found.options,
+        rerun_of=rerun_of,
+        reruns=reruns,
     )
