@@ -546,3 +546,19 @@ def test_run_again_posts_to_rerun_and_the_pages_link_both_ways(web: Web) -> None
     copy_page = web.viewer.get(f"{PREFIX}/tasks/{copy}").text
     assert f'href="{PREFIX}/tasks/{original}">#{original}</a>' in copy_page
     assert "Run again from" in copy_page
+
+
+def test_alerts_speak_the_readers_language(web: Web) -> None:
+    for _ in range(3):
+        run_task(web.app, "give_up")  # fails at once, no retry
+    run_task(web.app)  # 1 of 4 succeeded: 25 % is below 95 %
+    page = web.admin.get(f"{PREFIX}/stats")
+    assert "success rate" in page.text
+    client = web.admin
+    client.cookies.set("stask_lang", "uk")
+    try:
+        ukrainian = client.get(f"{PREFIX}/stats").text
+    finally:
+        client.cookies.delete("stask_lang")
+    assert "рівень успіху" in ukrainian
+    assert "success rate is below" not in ukrainian
