@@ -36,7 +36,14 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import DEFAULT_POSTGRES, ROOT, Database, latency_summary, machine_info
+from bench.common import (
+    DEFAULT_POSTGRES,
+    ROOT,
+    Database,
+    latency_summary,
+    machine_info,
+    postgres_database,
+)
 
 TARGET_MS = 200.0
 RESULTS = ROOT / "bench" / "results" / "web_routes.json"
@@ -191,16 +198,8 @@ def fresh_database(dialect: str, admin_dsn: str) -> Iterator[Database]:
         with tempfile.TemporaryDirectory(prefix="stask-bench-web-") as folder:
             yield Database("sqlite", str(Path(folder) / "web.db"))
         return
-    name = f"stask_bench_web_{os.getpid()}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    base, _, _ = admin_dsn.rpartition("/")
-    try:
-        yield Database("postgresql", f"{base}/{name}")
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with postgres_database(admin_dsn, prefix="stask_bench_web") as database:
+        yield database
 
 
 def fill(db: Database, n: int, now: dt.datetime) -> dict[str, Any]:
