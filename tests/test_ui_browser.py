@@ -341,3 +341,34 @@ def test_every_page_fits_a_phone_and_is_photographed(
         page.goto(f"{web.base}{path}")
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         shoot(page, name)
+
+
+def test_worker_settings_show_inline_errors_and_keep_a_good_value(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    admin.goto(f"{web.base}/workers/archive")
+    form = admin.locator("form.settings")
+    days, formats = form.get_by_label("keep_days"), form.get_by_label("formats")
+    expect(days).to_have_value("30")
+    days.fill("thirty")
+    formats.fill('["csv", "pdf"')
+    form.get_by_role("button", name="Save settings").click()
+    for name, error in (("keep_days", "Not a number"), ("formats", "Not valid JSON")):
+        beside = form.locator(".field", has=admin.get_by_label(name)).locator(".field-error")
+        expect(beside).to_have_text(error)
+        expect(beside).to_be_visible()
+        expect(form.get_by_label(name)).to_have_attribute("aria-invalid", "true")
+    expect(form.locator(".field-error:visible")).to_have_count(2)  # none beside the good ones
+    assert ui_app.get_config("archive", "keep_days") == 30, "an invalid form was saved"
+
+    days.fill("45")
+    formats.fill('["csv", "xlsx"]')
+    form.get_by_role("button", name="Save settings").click()
+    expect(admin.locator(".toast")).to_have_text("Done")
+    expect(form.locator(".field-error:visible")).to_have_count(0)
+    expect(days).to_have_attribute("aria-invalid", "false")
+    admin.reload()
+    expect(days).to_have_value("45")
+    assert json.loads(formats.input_value()) == ["csv", "xlsx"]
+    assert ui_app.get_config("archive", "keep_days") == 45
+    assert ui_app.get_config("archive", "label") == "Monthly"

@@ -1,4 +1,5 @@
-"""Workers for the UI's browser tests: slow tasks to watch, hostile text, a fixable failure."""
+"""Workers for the UI's browser tests: slow tasks to watch, hostile text, a fixable failure,
+settings of every kind."""
 
 from __future__ import annotations
 
@@ -42,3 +43,17 @@ class Reports(BaseWorker):
         if not Path(options["fixed"]).exists():
             raise RuntimeError("the report server is down")
         return "fixed"
+
+
+class Archive(BaseWorker):
+    identifier = "archive"
+    scope = "office"
+    icon = "box"
+    title = "Archive"
+    description = "Settings of every kind to edit in the browser"
+
+    def settings(self) -> dict[str, Any]:
+        return {"keep_days": 30, "formats": ["csv", "pdf"], "label": "Monthly", "compress": True}
+
+    def task_pack(self, task: TaskContext, options: dict[str, Any]) -> dict[str, Any]:
+        return {"packed": self.get_config("formats")}
