@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
 
 from stask import Stask, Status
 from stask.models import TaskQuery
@@ -372,3 +373,77 @@ def test_worker_settings_show_inline_errors_and_keep_a_good_value(
     assert json.loads(formats.input_value()) == ["csv", "xlsx"]
     assert ui_app.get_config("archive", "keep_days") == 45
     assert ui_app.get_config("archive", "label") == "Monthly"
+
+
+@dataclass
+class Confirmations:
+    """The texts of the confirmations a page asked, each answered as ``accept`` says then."""
+
+    accept: bool = True
+    asked: list[str] = field(default_factory=list)
+
+    def answer(self, dialog: Dialog) -> None:
+        self.asked.append(dialog.message)
+        if self.accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+
+def confirmations(page: Page) -> Confirmations:
+    found = Confirmations()
+    page.on("dialog", found.answer)
+    return found
+
+
+def task_row(page: Page, task_id: int) -> Locator:
+    return page.locator("table.tasks tbody tr").filter(
+        has=page.get_by_role("link", name=f"#{task_id}", exact=True)
+    )
+
+
+def test_two_selected_tasks_are_cancelled_together(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    first, second, third = (ui_app.create("mailer", "send", {"to": n}) for n in "abc")
+    confirm = confirmations(admin)
+    admin.goto(f"{web.base}/tasks")
+    admin.get_by_label("Refresh").select_option("0")  # what refreshes the list is the action
+    for task in (first, third):
+        admin.get_by_label(f"Select task {task.id}").check()
+    admin.locator("[data-bulk-action=cancel]:not([data-bulk-all])").click()
+    for task in (first, third):
+        expect(task_row(admin, task.id).locator(".badge")).to_have_text("cancelled")
+    expect(task_row(admin, second.id).locator(".badge")).to_have_text("pending")
+    assert confirm.asked == ["Cancel: 2 selected tasks?"]
+    statuses = [ui_app.get(t.id).status for t in (first, second, third)]
+    assert statuses == [Status.CANCELLED, Status.PENDING, Status.CANCELLED]
+
+
+def test_everything_matching_a_filter_is_cancelled_after_its_count_is_confirmed(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    mail = [ui_app.create("mailer", "send", {"to": n}) for n in "abc"]
+    stock = [ui_app.create("inventory", "sync_stock", {"rows": n}) for n in (1, 2)]
+    admin.goto(f"{web.base}/tasks?worker=mailer")
+    expect(admin.locator(".count")).to_have_text("3 tasks match")
+    admin.get_by_label("Refresh").select_option("0")  # what refreshes the list is the job's end
+    everything = admin.locator("[data-bulk-action=cancel][data-bulk-all]")
+    confirm = confirmations(admin)
+    confirm.accept = False
+    with admin.expect_event("dialog"):
+        everything.click()
+    assert confirm.asked == ["Cancel: all 3 matching tasks?"]
+    admin.wait_for_timeout(500)  # a declined count must start nothing
+    expect(admin.locator("[data-job-state]")).to_be_hidden()
+    assert all(ui_app.get(t.id).status is Status.PENDING for t in mail + stock)
+
+    confirm.accept = True
+    with admin.expect_event("dialog"):
+        everything.click()
+    assert confirm.asked[-1] == "Cancel: all 3 matching tasks?"
+    expect(admin.locator("[data-job-state]")).to_have_text("Finished: 3 done, 0 refused")
+    for task in mail:  # the list refreshed itself after the job
+        expect(task_row(admin, task.id).locator(".badge")).to_have_text("cancelled")
+    assert [ui_app.get(t.id).status for t in mail] == [Status.CANCELLED] * 3
+    assert [ui_app.get(t.id).status for t in stock] == [Status.PENDING] * 2
