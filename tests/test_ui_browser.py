@@ -6,6 +6,7 @@ already proves on all three; three browsers' worth of time would prove nothing m
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Iterator
@@ -447,3 +448,69 @@ def test_everything_matching_a_filter_is_cancelled_after_its_count_is_confirmed(
         expect(task_row(admin, task.id).locator(".badge")).to_have_text("cancelled")
     assert [ui_app.get(t.id).status for t in mail] == [Status.CANCELLED] * 3
     assert [ui_app.get(t.id).status for t in stock] == [Status.PENDING] * 2
+
+
+def test_a_queue_is_paused_and_resumed_by_an_admin_and_a_viewer_has_no_switch(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    ui_app.create("mailer", "send", {"to": "ops"}, queue="mail")
+    ui_app.create("reports", "build", {"rows": 1})  # the default queue, left as it is
+    confirmations(admin)
+    admin.goto(f"{web.base}/queues")
+    admin.get_by_label("Refresh").select_option("0")  # what refreshes the table is the button
+    row = admin.locator('[data-live="queues"] tr', has=admin.get_by_role("link", name="mail"))
+    expect(row.locator(".badge")).to_have_text("active")
+    row.get_by_role("button", name="Pause").click()
+    expect(row.locator(".badge")).to_have_text("paused")
+    assert ui_app.queue("mail").paused
+    assert not ui_app.queue("default").paused
+
+    viewer = web.as_role("viewer")
+    viewer.goto(f"{web.base}/queues")
+    seen = viewer.locator("tr", has=viewer.get_by_role("link", name="mail"))
+    expect(seen.locator(".badge")).to_have_text("paused")
+    expect(viewer.get_by_role("button", name="Resume")).to_have_count(0)
+    expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
+
+    row.get_by_role("button", name="Resume").click()
+    expect(row.locator(".badge")).to_have_text("active")
+    expect(admin.locator('[data-live="queues"] .badge', has_text="paused")).to_have_count(0)
+    assert not ui_app.queue("mail").paused
+    viewer.reload()
+    expect(seen.locator(".badge")).to_have_text("active")
+    expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
+
+
+def test_the_csv_export_of_a_filtered_list_holds_the_filtered_tasks(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    mail = [ui_app.create("mailer", "send", {"to": n}) for n in "abc"]
+    ui_app.create("inventory", "sync_stock", {"rows": 1})
+    ui_app.cancel(mail[1].id)
+    admin.goto(f"{web.base}/tasks?worker=mailer&status=pending")
+    expect(admin.locator(".count")).to_have_text("2 tasks match")
+    with admin.expect_download() as download:
+        admin.get_by_role("link", name="CSV").click()
+    assert download.value.suggested_filename == "stask-tasks.csv"
+    with Path(download.value.path()).open(encoding="utf-8", newline="") as exported:
+        rows = list(csv.DictReader(exported))
+    assert sorted(int(r["id"]) for r in rows) == [mail[0].id, mail[2].id]
+    assert {(r["identifier"], r["status"]) for r in rows} == {("mailer", "pending")}
+
+
+def test_run_again_opens_a_new_task_of_the_same_work(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    done = ui_app.create("reports", "build", {"rows": 2, "delay": 0})
+    ui_app.process_pending()
+    admin.goto(f"{web.base}/tasks/{done.id}")
+    expect(admin.locator('[data-live="task-state"] .badge').first).to_have_text("completed")
+    admin.get_by_role("button", name="Run again").click()
+    admin.wait_for_url(f"{web.base}/tasks/*")
+    expect(admin).not_to_have_url(f"{web.base}/tasks/{done.id}")
+    again = ui_app.get(int(admin.url.rsplit("/", 1)[1]))
+    assert again.id != done.id
+    expect(admin.get_by_role("heading", level=1)).to_have_text(f"Task #{again.id}")
+    assert (again.identifier, again.action, again.options) == ("reports", "build", done.options)
+    assert again.status is Status.PENDING
+    assert ui_app.get(done.id).status is Status.COMPLETED  # the original stays as it ended
