@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, Request, expect, sync_playwright
 
 from stask import Stask, Status
 from stask.models import TaskQuery
@@ -286,6 +287,81 @@ def test_a_hidden_tab_stops_refreshing_and_a_shown_one_resumes(web: Browsing, ad
     admin.wait_for_timeout(3000)
     assert len(refreshes) == paused
     expect(admin.locator("[data-live-state]")).to_have_text("Paused")
+
+
+@dataclass
+class Refreshes:
+    """The page's own fetches of ``url`` (its live refreshes): when each began and ended, and
+    the most that were ever in flight at once."""
+
+    url: str
+    began: list[float] = field(default_factory=list)
+    ended: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def watch(self, page: Page) -> None:
+        page.on("request", self._begin)
+        page.on("requestfinished", self._end)
+        page.on("requestfailed", self._end)
+
+    def _ours(self, request: Request) -> bool:
+        return request.url == self.url and request.resource_type == "fetch"
+
+    def _begin(self, request: Request) -> None:
+        if self._ours(request):
+            self.began.append(time.monotonic())
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def _end(self, request: Request) -> None:
+        if self._ours(request):
+            self.ended.append(time.monotonic())
+            self.in_flight -= 1
+
+    def wait(self, page: Page, began: int, seconds: float = 15) -> None:
+        """Until ``began`` refreshes have begun (the page's events arrive while it waits)."""
+        deadline = time.monotonic() + seconds
+        while len(self.began) < began:
+            assert time.monotonic() < deadline, f"only {len(self.began)} refreshes began"
+            page.wait_for_timeout(50)
+
+    def idle_gaps(self) -> list[float]:
+        """Seconds from the end of each refresh to the start of the next."""
+        return [start - end for end, start in zip(self.ended, self.began[1:], strict=False)]
+
+
+def test_live_refreshes_never_overlap_and_slow_down_when_answers_are_slow(
+    web: Browsing, admin: Page, ui_app: Stask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ui_app.create("mailer", "send", {"to": "ops"})
+    answer_seconds = 0.0
+    estimate = ui_app.listing.estimate
+
+    def slow_estimate(query: TaskQuery) -> Any:
+        time.sleep(answer_seconds)  # the server being slow is what this test is about
+        return estimate(query)
+
+    monkeypatch.setattr(ui_app.listing, "estimate", slow_estimate)
+    refreshes = Refreshes(f"{web.base}/tasks")
+    refreshes.watch(admin)
+    admin.goto(f"{web.base}/tasks")
+    admin.get_by_label("Refresh").select_option("2")
+    admin.get_by_role("heading", level=1).click()  # R is a shortcut outside the select only
+    refreshes.wait(admin, 2)  # quick answers: a refresh every 2 s
+    answer_seconds = 1.2
+    first_slow = len(refreshes.began)
+    refreshes.wait(admin, first_slow + 1)
+    admin.keyboard.press("r")  # a refresh asked for while one is on its way waits for it
+    refreshes.wait(admin, first_slow + 3, seconds=40)
+    expect(admin.locator("[data-live-state]")).to_have_text("Slow answers: refreshing less often")
+    assert refreshes.most_in_flight == 1, "two refreshes of the page were in flight at once"
+    gaps = refreshes.idle_gaps()
+    quick, slow, slower = gaps[first_slow - 1 : first_slow + 2]
+    timeline = f"seconds between refreshes: {[round(g, 1) for g in gaps]}"
+    assert quick < 3, f"the refresh after a quick answer was late; {timeline}"
+    assert slow > 1.5 * quick, f"no back-off after a slow answer; {timeline}"
+    assert slower > 1.5 * slow, f"no further back-off; {timeline}"
 
 
 def test_html_in_a_task_is_shown_as_text_and_never_runs(
