@@ -148,9 +148,10 @@ def _query(request: Request, who: Principal, filters: dict[str, str]) -> TaskQue
     return scoped_query(context(request), who, query)
 
 
-def _bulk_filters(active: dict[str, str]) -> dict[str, str]:
-    """The list's filters as the bulk route takes them: the days as the moments the list
-    used, so "everything matching" is the tasks the page shows."""
+def _api_filters(active: dict[str, str]) -> dict[str, str]:
+    """The list's filters as the API's bulk and export routes take them: the days as the
+    moments the list used, so "everything matching" and the export are the tasks the page
+    shows (a bare "to" day would end at its first moment)."""
     found = dict(active)
     for key, end in (("from", False), ("to", True)):
         moment = _day(found.pop(key, ""), end)
@@ -180,6 +181,7 @@ def tasks(request: Request, who: Principal) -> Response:
     except StaskError as err:
         error = err.message
     active = {k: v for k, v in filters.items() if v}
+    api_filters = _api_filters(active)
     workers = sorted(i.identifier for i in ctx.app.workers() if who.sees(i.scope))
     return render(
         request,
@@ -194,7 +196,8 @@ def tasks(request: Request, who: Principal) -> Response:
         filter_query=urlencode(active),
         next_query=urlencode({**active, "cursor": next_cursor}) if next_cursor else None,
         first_query=urlencode(active) if cursor else None,
-        bulk_filters=_bulk_filters(active),
+        bulk_filters=api_filters,
+        export_query=urlencode(api_filters),
     )
 
 
