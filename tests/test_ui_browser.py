@@ -577,15 +577,16 @@ def test_the_csv_export_of_a_filtered_list_holds_the_filtered_tasks(
     assert {(r["identifier"], r["status"]) for r in rows} == {("mailer", "pending")}
 
 
-def test_run_again_opens_a_new_task_of_the_same_work(
+def test_run_again_opens_a_new_task_of_the_same_work_linked_both_ways(
     web: Browsing, admin: Page, ui_app: Stask
 ) -> None:
-    done = ui_app.create("reports", "build", {"rows": 2, "delay": 0})
+    # A secret in the options is redacted on the page; the new task still gets the real one.
+    done = ui_app.create("reports", "build", {"rows": 2, "delay": 0, "api_token": "s3cret"})
     ui_app.process_pending()
     admin.goto(f"{web.base}/tasks/{done.id}")
     expect(admin.locator('[data-live="task-state"] .badge').first).to_have_text("completed")
+    expect(admin.locator("pre", has_text='"api_token"')).not_to_contain_text("s3cret")
     admin.get_by_role("button", name="Run again").click()
-    admin.wait_for_url(f"{web.base}/tasks/*")
     expect(admin).not_to_have_url(f"{web.base}/tasks/{done.id}")
     again = ui_app.get(int(admin.url.rsplit("/", 1)[1]))
     assert again.id != done.id
@@ -593,3 +594,6 @@ def test_run_again_opens_a_new_task_of_the_same_work(
     assert (again.identifier, again.action, again.options) == ("reports", "build", done.options)
     assert again.status is Status.PENDING
     assert ui_app.get(done.id).status is Status.COMPLETED  # the original stays as it ended
+    admin.get_by_role("link", name=f"#{done.id}", exact=True).click()  # "Run again from"
+    expect(admin).to_have_url(f"{web.base}/tasks/{done.id}")
+    expect(admin.get_by_role("link", name=f"#{again.id}", exact=True)).to_be_visible()
