@@ -243,6 +243,7 @@ def test_a_viewer_sees_nothing_to_run_and_the_api_refuses_them(
         "/",
         "/workers",
         "/workers/reports",
+        "/workers/archive",  # its settings, read-only
         "/tasks",
         f"/tasks/{failed.id}",
         f"/tasks/{pending.id}",
@@ -429,6 +430,7 @@ def test_worker_settings_show_inline_errors_and_keep_a_good_value(
     form = admin.locator("form.settings")
     days, formats = form.get_by_label("keep_days"), form.get_by_label("formats")
     expect(days).to_have_value("30")
+    expect(form.get_by_label("api_key")).to_have_value("[redacted]")
     days.fill("thirty")
     formats.fill('["csv", "pdf"')
     form.get_by_role("button", name="Save settings").click()
@@ -451,6 +453,7 @@ def test_worker_settings_show_inline_errors_and_keep_a_good_value(
     assert json.loads(formats.input_value()) == ["csv", "xlsx"]
     assert ui_app.get_config("archive", "keep_days") == 45
     assert ui_app.get_config("archive", "label") == "Monthly"
+    assert ui_app.get_config("archive", "api_key") == "k-123", "the redaction was saved"
 
 
 @dataclass

@@ -53,7 +53,13 @@ class Archive(BaseWorker):
     description = "Settings of every kind to edit in the browser"
 
     def settings(self) -> dict[str, Any]:
-        return {"keep_days": 30, "formats": ["csv", "pdf"], "label": "Monthly", "compress": True}
+        return {
+            "keep_days": 30,
+            "formats": ["csv", "pdf"],
+            "label": "Monthly",
+            "compress": True,
+            "api_key": "k-123",  # shown redacted, never overwritten with the redaction
+        }
 
     def task_pack(self, task: TaskContext, options: dict[str, Any]) -> dict[str, Any]:
         return {"packed": self.get_config("formats")}
