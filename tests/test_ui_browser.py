@@ -489,9 +489,16 @@ def test_two_selected_tasks_are_cancelled_together(
     first, second, third = (ui_app.create("mailer", "send", {"to": n}) for n in "abc")
     confirm = confirmations(admin)
     admin.goto(f"{web.base}/tasks")
-    admin.get_by_label("Refresh").select_option("0")  # what refreshes the list is the action
+    refreshes = fetches_of(admin, f"{web.base}/tasks")
+    admin.get_by_label("Refresh").select_option("2")
     for task in (first, third):
         admin.get_by_label(f"Select task {task.id}").check()
+    while not refreshes:  # the list is replaced under the ticks, which stay
+        admin.wait_for_timeout(100)
+    admin.get_by_label("Refresh").select_option("0")  # what refreshes the list is the action
+    admin.wait_for_timeout(300)  # a refresh on its way lands
+    for task, ticked in ((first, True), (second, False), (third, True)):
+        expect(admin.get_by_label(f"Select task {task.id}")).to_be_checked(checked=ticked)
     admin.locator("[data-bulk-action=cancel]:not([data-bulk-all])").click()
     for task in (first, third):
         expect(task_row(admin, task.id).locator(".badge")).to_have_text("cancelled")
@@ -506,15 +513,20 @@ def test_everything_matching_a_filter_is_cancelled_after_its_count_is_confirmed(
 ) -> None:
     mail = [ui_app.create("mailer", "send", {"to": n}) for n in "abc"]
     stock = [ui_app.create("inventory", "sync_stock", {"rows": n}) for n in (1, 2)]
-    admin.goto(f"{web.base}/tasks?worker=mailer")
-    expect(admin.locator(".count")).to_have_text("3 tasks match")
-    admin.get_by_label("Refresh").select_option("0")  # what refreshes the list is the job's end
     everything = admin.locator("[data-bulk-action=cancel][data-bulk-all]")
     confirm = confirmations(admin)
     confirm.accept = False
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    admin.goto(f"{web.base}/tasks?worker=mailer&to={yesterday}")  # the dates count too
+    expect(admin.locator(".count")).to_have_text("0 tasks match")
     with admin.expect_event("dialog"):
         everything.click()
-    assert confirm.asked == ["Cancel: all 3 matching tasks?"]
+    admin.goto(f"{web.base}/tasks?worker=mailer")
+    expect(admin.locator(".count")).to_have_text("3 tasks match")
+    admin.get_by_label("Refresh").select_option("0")  # what refreshes the list is the job's end
+    with admin.expect_event("dialog"):
+        everything.click()
+    assert confirm.asked == ["Cancel: all 0 matching tasks?", "Cancel: all 3 matching tasks?"]
     admin.wait_for_timeout(500)  # a declined count must start nothing
     expect(admin.locator("[data-job-state]")).to_be_hidden()
     assert all(ui_app.get(t.id).status is Status.PENDING for t in mail + stock)
