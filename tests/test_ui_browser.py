@@ -573,7 +573,7 @@ def test_a_queue_is_paused_and_resumed_by_an_admin_and_a_viewer_has_no_switch(
     expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
 
 
-def test_the_csv_export_of_a_filtered_list_holds_the_filtered_tasks(
+def test_the_exports_of_a_filtered_list_hold_the_filtered_tasks(
     web: Browsing, admin: Page, ui_app: Stask
 ) -> None:
     mail = [ui_app.create("mailer", "send", {"to": n}) for n in "abc"]
@@ -590,6 +590,10 @@ def test_the_csv_export_of_a_filtered_list_holds_the_filtered_tasks(
         rows = list(csv.DictReader(exported))
     assert sorted(int(r["id"]) for r in rows) == [mail[0].id, mail[2].id]
     assert {(r["identifier"], r["status"]) for r in rows} == {("mailer", "pending")}
+    with admin.expect_download() as download:
+        admin.get_by_role("link", name="JSON lines").click()
+    lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == [mail[0].id, mail[2].id]
 
 
 def test_run_again_opens_a_new_task_of_the_same_work_linked_both_ways(
