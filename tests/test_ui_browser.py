@@ -573,6 +573,28 @@ def test_a_queue_is_paused_and_resumed_by_an_admin_and_a_viewer_has_no_switch(
     expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
 
 
+def test_a_queue_is_paused_until_a_time_given_in_the_readers_zone(
+    web: Browsing, ui_app: Stask
+) -> None:
+    ui_app.create("mailer", "send", {"to": "ops"}, queue="mail")
+    page = web.login(web.user("admin", "admin"), web.page(timezone_id="Asia/Tokyo"))
+    page.goto(f"{web.base}/queues")
+    page.get_by_label("Time zone").select_option("Asia/Tokyo")  # the browser's, offered
+    expect(page.locator("footer")).to_contain_text("Times in Asia/Tokyo")
+    page.get_by_label("Refresh").select_option("0")  # what refreshes the table is the form
+    tokyo = dt.timezone(dt.timedelta(hours=9))  # no summer time there
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).replace(second=0, microsecond=0)
+    wall = until.astimezone(tokyo).strftime("%Y-%m-%dT%H:%M")
+    form = page.locator("form[data-pause-until]")
+    form.get_by_label("Queue").select_option("mail")
+    form.get_by_label("Until (Asia/Tokyo)").fill(wall)
+    form.get_by_role("button", name="Pause").click()
+    row = page.locator('[data-live="queues"] tr', has=page.get_by_role("link", name="mail"))
+    expect(row.locator(".badge")).to_have_text("paused")
+    expect(row).to_contain_text(f"until {wall.replace('T', ' ')}:00")
+    assert ui_app.queue("mail").paused_until == until.replace(tzinfo=None)
+
+
 def test_the_exports_of_a_filtered_list_hold_the_filtered_tasks(
     web: Browsing, admin: Page, ui_app: Stask
 ) -> None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 from babel.numbers import format_decimal
@@ -57,7 +57,8 @@ def _zones() -> frozenset[str]:
 
 
 def zone_of(request: Request) -> str:
-    chosen = request.cookies.get(ZONE_COOKIE, "")
+    # stask.js writes its cookies URL-encoded: Asia/Tokyo arrives as Asia%2FTokyo.
+    chosen = unquote(request.cookies.get(ZONE_COOKIE, ""))
     return chosen if chosen in _zones() else "UTC"
 
 
