@@ -573,6 +573,41 @@ def test_a_queue_is_paused_and_resumed_by_an_admin_and_a_viewer_has_no_switch(
     expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
 
 
+def test_a_queues_limits_are_set_refused_when_half_given_and_cleared(
+    web: Browsing, admin: Page, ui_app: Stask
+) -> None:
+    ui_app.create("mailer", "send", {"to": "ops"}, queue="mail")
+    ui_app.create("reports", "build", {"rows": 1})  # the default queue, first in the choice
+    admin.goto(f"{web.base}/queues")
+    admin.get_by_label("Refresh").select_option("0")  # what refreshes the table is the form
+    form = admin.locator("form[data-limits]")
+    form.get_by_label("Queue").select_option("mail")
+    form.get_by_label("Concurrency limit").fill("3")
+    form.get_by_label("Rate limit: tasks").fill("10")
+    form.get_by_role("button", name="Save limits").click()
+    expect(form.locator(".field-error")).to_have_text(
+        "Give both the number of tasks and the seconds, or neither."
+    )
+    assert ui_app.queue("mail").concurrency_limit is None, "half a rate was saved"
+    form.get_by_label("per seconds").fill("60")
+    form.get_by_role("button", name="Save limits").click()
+    row = admin.locator('[data-live="queues"] tr', has=admin.get_by_role("link", name="mail"))
+    expect(row).to_contain_text("10 per 60 s")
+    expect(form.locator(".field-error")).to_be_hidden()
+    saved = ui_app.queue("mail")
+    assert (saved.concurrency_limit, saved.rate_limit, saved.rate_period_seconds) == (3, 10, 60)
+    form.get_by_label("Queue").select_option("default")  # each queue's own limits in the form
+    expect(form.get_by_label("Concurrency limit")).to_have_value("")
+    form.get_by_label("Queue").select_option("mail")
+    expect(form.get_by_label("Concurrency limit")).to_have_value("3")
+    for label in ("Concurrency limit", "Rate limit: tasks", "per seconds"):
+        form.get_by_label(label).fill("")
+    form.get_by_role("button", name="Save limits").click()
+    expect(row).not_to_contain_text("per 60 s")
+    cleared = ui_app.queue("mail")
+    assert (cleared.concurrency_limit, cleared.rate_limit) == (None, None)
+
+
 def test_a_queue_is_paused_until_a_time_given_in_the_readers_zone(
     web: Browsing, ui_app: Stask
 ) -> None:
