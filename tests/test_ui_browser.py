@@ -321,11 +321,12 @@ class Refreshes:
             self.ended.append(time.monotonic())
             self.in_flight -= 1
 
-    def wait(self, page: Page, began: int, seconds: float = 15) -> None:
-        """Until ``began`` refreshes have begun (the page's events arrive while it waits)."""
+    def wait(self, page: Page, began: int = 0, ended: int = 0, seconds: float = 15) -> None:
+        """Until ``began`` refreshes have begun and ``ended`` have ended (the page's events
+        arrive while it waits)."""
         deadline = time.monotonic() + seconds
-        while len(self.began) < began:
-            assert time.monotonic() < deadline, f"only {len(self.began)} refreshes began"
+        while len(self.began) < began or len(self.ended) < ended:
+            assert time.monotonic() < deadline, f"{len(self.began)} refreshes began, not more"
             page.wait_for_timeout(50)
 
     def idle_gaps(self) -> list[float]:
@@ -350,12 +351,12 @@ def test_live_refreshes_never_overlap_and_slow_down_when_answers_are_slow(
     admin.goto(f"{web.base}/tasks")
     admin.get_by_label("Refresh").select_option("2")
     admin.get_by_role("heading", level=1).click()  # R is a shortcut outside the select only
-    refreshes.wait(admin, 2)  # quick answers: a refresh every 2 s
-    answer_seconds = 1.2
+    refreshes.wait(admin, ended=2)  # quick answers: a refresh every 2 s
+    answer_seconds = 1.2  # for the refreshes that begin from now on
     first_slow = len(refreshes.began)
-    refreshes.wait(admin, first_slow + 1)
+    refreshes.wait(admin, began=first_slow + 1)
     admin.keyboard.press("r")  # a refresh asked for while one is on its way waits for it
-    refreshes.wait(admin, first_slow + 3, seconds=40)
+    refreshes.wait(admin, began=first_slow + 3, seconds=40)
     expect(admin.locator("[data-live-state]")).to_have_text("Slow answers: refreshing less often")
     assert refreshes.most_in_flight == 1, "two refreshes of the page were in flight at once"
     gaps = refreshes.idle_gaps()
