@@ -334,37 +334,70 @@ class Refreshes:
         return [start - end for end, start in zip(self.ended, self.began[1:], strict=False)]
 
 
+def slow_task_list(app: Stask, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The Tasks page's answers made slow by as many seconds as the list returned holds
+    (none at first): its count waits that long on the server."""
+    answer_seconds = [0.0]
+    estimate = app.listing.estimate
+
+    def slow_estimate(query: TaskQuery) -> Any:
+        time.sleep(answer_seconds[0])  # the server being slow is what the test is about
+        return estimate(query)
+
+    monkeypatch.setattr(app.listing, "estimate", slow_estimate)
+    return answer_seconds
+
+
 def test_live_refreshes_never_overlap_and_slow_down_when_answers_are_slow(
     web: Browsing, admin: Page, ui_app: Stask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ui_app.create("mailer", "send", {"to": "ops"})
-    answer_seconds = 0.0
-    estimate = ui_app.listing.estimate
-
-    def slow_estimate(query: TaskQuery) -> Any:
-        time.sleep(answer_seconds)  # the server being slow is what this test is about
-        return estimate(query)
-
-    monkeypatch.setattr(ui_app.listing, "estimate", slow_estimate)
+    answer_seconds = slow_task_list(ui_app, monkeypatch)
     refreshes = Refreshes(f"{web.base}/tasks")
     refreshes.watch(admin)
     admin.goto(f"{web.base}/tasks")
     admin.get_by_label("Refresh").select_option("2")
     admin.get_by_role("heading", level=1).click()  # R is a shortcut outside the select only
     refreshes.wait(admin, ended=2)  # quick answers: a refresh every 2 s
-    answer_seconds = 1.2  # for the refreshes that begin from now on
+    answer_seconds[0] = 1.2  # for the refreshes that begin from now on
     first_slow = len(refreshes.began)
-    refreshes.wait(admin, began=first_slow + 1)
-    admin.keyboard.press("r")  # a refresh asked for while one is on its way waits for it
     refreshes.wait(admin, began=first_slow + 3, seconds=40)
+    admin.keyboard.press("r")  # asked for while a refresh is on its way: it waits for that one
+    refreshes.wait(admin, began=first_slow + 4)
     expect(admin.locator("[data-live-state]")).to_have_text("Slow answers: refreshing less often")
     assert refreshes.most_in_flight == 1, "two refreshes of the page were in flight at once"
     gaps = refreshes.idle_gaps()
-    quick, slow, slower = gaps[first_slow - 1 : first_slow + 2]
+    quick, slow, slower, asked = gaps[first_slow - 1 : first_slow + 3]
     timeline = f"seconds between refreshes: {[round(g, 1) for g in gaps]}"
     assert quick < 3, f"the refresh after a quick answer was late; {timeline}"
     assert slow > 1.5 * quick, f"no back-off after a slow answer; {timeline}"
     assert slower > 1.5 * slow, f"no further back-off; {timeline}"
+    assert asked < 0.5, f"the refresh asked for did not follow the one on its way; {timeline}"
+
+
+def test_an_action_taken_while_a_refresh_is_on_its_way_is_shown_after_it(
+    web: Browsing, admin: Page, ui_app: Stask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = ui_app.create("mailer", "send", {"to": "ops"})
+    answer_seconds = slow_task_list(ui_app, monkeypatch)
+    refreshes = Refreshes(f"{web.base}/tasks")
+    refreshes.watch(admin)
+    confirmations(admin)
+    admin.goto(f"{web.base}/tasks")
+    admin.get_by_label("Refresh").select_option("0")  # only R and the action refresh
+    admin.get_by_label(f"Select task {task.id}").check()
+    answer_seconds[0] = 1.0
+    admin.get_by_role("heading", level=1).click()
+    admin.keyboard.press("r")
+    refreshes.wait(admin, began=1)  # a refresh that began before the cancel, on its way
+    admin.locator("[data-bulk-action=cancel]:not([data-bulk-all])").click()
+    deadline = time.monotonic() + 5
+    while ui_app.get(task.id).status is not Status.CANCELLED:
+        assert time.monotonic() < deadline, "the cancel never reached the server"
+        admin.wait_for_timeout(50)
+    assert len(refreshes.ended) == 0, "the refresh landed before the cancel: no race to see"
+    expect(task_row(admin, task.id).locator(".badge")).to_have_text("cancelled")
+    assert refreshes.most_in_flight == 1
 
 
 def test_html_in_a_task_is_shown_as_text_and_never_runs(

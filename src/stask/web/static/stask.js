@@ -124,8 +124,9 @@
 
   // -- live regions: the page fetched again, its [data-live] parts swapped ----------------------
   // One request in flight at most; nothing while the tab is hidden; slower when answers are slow.
+  // A refresh asked for while one is on its way follows it: that one may predate an action's change.
   const live = {
-    regions: [], seconds: 5, factor: 1, timer: null, busy: false,
+    regions: [], seconds: 5, factor: 1, timer: null, busy: false, again: false,
     init() {
       this.regions = $$("[data-live]");
       const select = $("[data-live-interval]");
@@ -158,8 +159,10 @@
       el.textContent = !this.seconds ? TEXT.paused : (this.factor > 1 ? TEXT.slow : TEXT.live);
     },
     async now() {
-      if (this.busy || document.hidden || !this.regions.length) { if (!this.regions.length) location.reload(); return; }
+      if (this.busy) { this.again = true; return; }
+      if (document.hidden || !this.regions.length) { if (!this.regions.length) location.reload(); return; }
       this.busy = true;
+      this.again = false;
       const started = performance.now();
       try {
         const answer = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
@@ -181,7 +184,7 @@
         this.factor = Math.min(this.factor * 2, 8);
       } finally {
         this.busy = false;
-        this.schedule();
+        if (this.again) this.now(); else this.schedule();
       }
     },
   };
