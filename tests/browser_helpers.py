@@ -85,10 +85,6 @@ class Console:
         if message.type not in ("error", "assert"):
             return
         where = message.location.get("url", "")
-        # Chromium asks the origin's root for /favicon.ico by itself when a page names no icon;
-        # the root is a host application's when stask is mounted, not the UI's to answer.
-        if where.endswith("/favicon.ico"):
-            return
         self.problems.append(f"console {message.type}: {message.text} ({where})")
 
     def forgive(self, fragment: str) -> None:

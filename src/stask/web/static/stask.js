@@ -255,7 +255,16 @@
     }
     document.addEventListener("stask:refreshed", () => {
       const region = $('[data-live="task-state"]');
-      if (region && region.dataset.finished === "true") finished = true;
+      if (!region) return;
+      const now = region.dataset.finished === "true";
+      if (finished && !now) { // retried: queued again, so follow it again
+        finished = false;
+        failures = 0;
+        pollDelay = 1000;
+        if (source) source.close();
+        stream();
+      }
+      finished = now;
     });
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) { if (source) source.close(); clearTimeout(pollTimer); }
