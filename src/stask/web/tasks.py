@@ -385,7 +385,8 @@ def export_tasks(
     )
 
 
-def _actions_for(task: Task) -> list[str]:
+def allowed_actions(task: Task) -> list[str]:
+    """What an operator may do to ``task`` in its state (the detail's and the page's buttons)."""
     if task.status is Status.PENDING:
         return ["cancel", "delete"]
     if task.status in (Status.RUNNING, Status.PREPARING):
@@ -413,7 +414,7 @@ def task_detail(request: Request, task_id: int) -> dict[str, Any]:
         if "attempt" in entry.context
     ]
     data["attempt_errors"] = attempts
-    data["allowed_actions"] = _actions_for(task)
+    data["allowed_actions"] = allowed_actions(task)
     data["rerun_of"], data["reruns"] = ctx.app.reruns(task.id)
     return ok(task=data)
 

@@ -195,7 +195,7 @@ def clean_orphaned(request: Request) -> dict[str, Any]:
     return ok(removed=removed)
 
 
-def _extensions(ctx: Any, identifier: str) -> list[str]:
+def upload_extensions(ctx: Any, identifier: str) -> list[str]:
     value = ctx.app.get_config(identifier, UPLOAD_EXTENSIONS_KEY, [])
     if not isinstance(value, list):
         return []
@@ -267,7 +267,7 @@ async def upload(request: Request, identifier: str, action: str) -> dict[str, An
 
     ctx = context(request)
     await run_in_threadpool(visible_worker, request, identifier, Permission.OPERATE)
-    allowed = await run_in_threadpool(_extensions, ctx, identifier)
+    allowed = await run_in_threadpool(upload_extensions, ctx, identifier)
     limit = ctx.app.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:

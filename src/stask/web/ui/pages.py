@@ -18,11 +18,11 @@ from stask.identity import Permission, Principal
 from stask.models import Status, Task, TaskQuery, to_utc_naive
 from stask.web.common import scoped_query, visible_task, visible_worker
 from stask.web.security import context
-from stask.web.tasks import _actions_for as allowed_actions
+from stask.web.tasks import allowed_actions
 from stask.web.ui.i18n import language_of
 from stask.web.ui.render import Pages, render
 from stask.web.ui.schedule_words import schedule_parts
-from stask.web.workers import _extensions as upload_extensions
+from stask.web.workers import upload_extensions
 
 pages = Pages()
 RECENT = 10
