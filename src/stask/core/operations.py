@@ -139,7 +139,7 @@ class BulkJobs:
 
     def __init__(self) -> None:
         self._jobs: dict[str, _Job] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def start(
         self,
@@ -165,10 +165,10 @@ class BulkJobs:
     def start_batch(self, action: str, started_by: str | None, work: Callable[[], int]) -> str:
         """Run ``work`` (which answers how many tasks it handled) as a job; only one job of
         ``action`` runs at a time."""
-        with self._lock:
+        with self._lock:  # held through start(): two presses at once cannot both pass
             if any(j.action == action and j.status == "running" for j in self._jobs.values()):
                 raise InvalidState(f"a {action} job is already running in this process - wait")
-        return self.start(action, started_by, iter(()), lambda _task_id: None, work)
+            return self.start(action, started_by, iter(()), lambda _task_id: None, work)
 
     @staticmethod
     def _run(
