@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -15,6 +16,9 @@ from stask import Stask
 from stask.db.dialects import store_for
 from stask.db.engine import build_engine, parse_url
 from stask.db.migrate import upgrade
+
+if TYPE_CHECKING:
+    from tests.web_helpers import Web
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALECTS = [
@@ -126,3 +130,12 @@ def make_store(db_url: str):  # type: ignore[no-untyped-def]
     yield factory
     for store in made:
         store.dispose()
+
+
+@pytest.fixture
+def web(app: Stask) -> Iterator[Web]:
+    """The web app over ``app`` (the sample workers on an emptied database of each dialect),
+    with a client per role."""
+    from tests.web_helpers import make_web
+
+    yield from make_web(app)

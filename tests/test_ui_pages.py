@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import re
 import time
-from collections.abc import Iterator
 from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -55,11 +54,6 @@ ACTING = (
     "data-upload=",
 )
 STATIC = TEMPLATES.parent / "static"
-
-
-@pytest.fixture
-def web(app: Stask) -> Iterator[Web]:
-    yield from make_web(app)
 
 
 def pages_of(task_id: int) -> list[str]:

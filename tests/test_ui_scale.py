@@ -3,17 +3,9 @@ bench.web_routes' job; here, that the bounded reads are the ones the pages use).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from stask import Stask
-from tests.web_helpers import PREFIX, Web, make_web, new_task, set_task
-
-
-@pytest.fixture
-def web(app: Stask) -> Iterator[Web]:
-    yield from make_web(app)
+from tests.web_helpers import PREFIX, Web, new_task, set_task
 
 
 def test_the_tasks_page_counts_a_meta_search_over_the_scan_window_only(

@@ -8,13 +8,11 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from stask import Stask
 from stask.core import listing
 from stask.db.tables import workers
 from stask.models import Status, TaskQuery
@@ -31,7 +29,6 @@ from tests.web_helpers import (
     expected_status,
     make_due,
     make_running,
-    make_web,
     matrix,
     new_task,
     run_task,
@@ -40,13 +37,6 @@ from tests.web_helpers import (
     snapshot,
     wait_for_job,
 )
-
-
-@pytest.fixture
-def web(app: Stask) -> Iterator[Web]:
-    """The API over ``app`` (the sample workers on an emptied database of each dialect)."""
-    yield from make_web(app)
-
 
 # -- every route under every role ----------------------------------------------------------------
 

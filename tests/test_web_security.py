@@ -41,11 +41,6 @@ from tests.web_helpers import (
 
 
 @pytest.fixture
-def web(app: Stask) -> Iterator[Web]:
-    yield from make_web(app)
-
-
-@pytest.fixture
 def tuned(db_url: str, storage: Path) -> Iterator[Web]:
     """The API of a Stask with small limits: 3 failed logins, 4 KiB uploads, ``ssn`` secret."""
     settings = Settings(
