@@ -115,9 +115,9 @@ def running(
 
 
 def runner_stores(runner: Runner) -> list[Any]:
-    """Every store the runner may write through: its own hot-path store, if it has one, and the
-    app's (the executor's progress and logs may use either)."""
-    return [getattr(runner, "store", runner.app.store), runner.app.store]
+    """Every store the runner may write through: its hot path's own store and the app's (the
+    executor's progress and logs may use either)."""
+    return [runner.db.store, runner.app.store]
 
 
 class DrainProbes:
@@ -131,8 +131,9 @@ class DrainProbes:
     def attach(self, runner: Runner) -> None:
         stores = runner_stores(runner)
         self.counter = SqlCounter(*(store.engine for store in stores)).attach()
-        self.claims = claim_timer(stores).attach()
-        self.finishes = CallTimer(stores, "finish_many", lambda args, _r: len(args[0])).attach()
+        # The fetcher and the completer call these through the runner's HotPath.
+        self.claims = claim_timer([runner.db]).attach()
+        self.finishes = CallTimer([runner.db], "finish_many", lambda a, _r: len(a[0])).attach()
 
     def detach(self) -> None:
         for probe in (self.counter, self.claims, self.finishes):
@@ -283,7 +284,8 @@ def progress_overhead(app: Stask, calls: int, repeats: int) -> dict[str, Any]:
 
     def attach(runner: Runner) -> None:
         for name in ("save_progress", "cancel_flag"):
-            timers[name] = CallTimer(runner_stores(runner), name, lambda _a, _r: 1).attach()
+            claims = [store.claims for store in runner_stores(runner)]
+            timers[name] = CallTimer(claims, name, lambda _a, _r: 1).attach()
 
     try:
         with running(app, RunnerOptions(concurrency=1), attach) as handle:
@@ -314,10 +316,10 @@ def progress_overhead(app: Stask, calls: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def claim_timer(stores: list[Any]) -> CallTimer:
+def claim_timer(targets: list[Any]) -> CallTimer:
     """Times the runner's claims: ``record_and_claim``, which records the outcomes waiting and
     claims in one transaction (the fetcher's only claim call since outcomes ride along)."""
-    return CallTimer(stores, "record_and_claim", lambda _args, result: len(result[0]))
+    return CallTimer(targets, "record_and_claim", lambda _args, result: len(result[0]))
 
 
 def stask_command() -> list[str]:

@@ -206,7 +206,7 @@ def soak(
     claims = stask_side.claim_timer([])
 
     def attach(runner: Runner) -> None:
-        claims.targets = stask_side.runner_stores(runner)[:1]  # the store the fetcher claims on
+        claims.targets = [runner.db]  # the fetcher claims through its HotPath
         claims.attach()
 
     producer = Producer(producer_app, rate)
