@@ -89,6 +89,17 @@ _PRIORITY_WEIGHTS = {Priority.HIGH: 1, Priority.NORMAL: 5, Priority.LOW: 10}
 _PRIORITY_BY_WEIGHT = {weight: p for p, weight in _PRIORITY_WEIGHTS.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """What a turn may claim beyond the runner's free slots (runner/pace.py): of the due tasks
+    in claim order, the first ``free`` whatever their action, then only tasks of the ``short``
+    actions (``identifier:action`` keys). A runner never holds a long task another could run.
+    """
+
+    free: int
+    short: tuple[str, ...]
+
+
 class Claim(NamedTuple):
     """One claim of one task: the id and the token its claim wrote. Every write the attempt
     makes (start, progress, logs, outcome) is fenced by both, so a claim that was rescued,

@@ -67,6 +67,10 @@ COMMANDS = {
         "stask.cli.queues:queues",
         "Pause, resume and limit named queues; every runner obeys within about a second.",
     ),
+    "runners": LazyCommand(
+        "stask.cli.runners:runners",
+        "List runner processes: host, slots, heartbeat, prefetch and learned task durations.",
+    ),
 }
 
 

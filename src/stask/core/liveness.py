@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from stask.db.nodes import NodeStore
 from stask.errors import StaskError
-from stask.models import NodeInfo, Rescue
+from stask.models import JSONDict, NodeInfo, Rescue
 
 log = logging.getLogger("stask.liveness")
 
@@ -44,6 +44,7 @@ class Liveness:
         on_rescue: Callable[[Rescue], None] | None = None,
         on_lost: Callable[[], None] | None = None,
         on_tick: Callable[[], None] | None = None,
+        report: Callable[[], JSONDict] | None = None,
     ) -> None:
         from stask import __version__
 
@@ -61,6 +62,7 @@ class Liveness:
         self.on_rescue = on_rescue
         self.on_lost = on_lost
         self.on_tick = on_tick
+        self.report = report  # what the runner learned, written with each heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_beat = time.monotonic()
@@ -106,7 +108,7 @@ class Liveness:
 
     def beat(self) -> None:
         try:
-            if not self.nodes.heartbeat(self.info.id):
+            if not self.nodes.heartbeat(self.info.id, pace=self._report()):
                 log.warning(
                     "node %s was declared dead; giving up what it held and registering again",
                     self.info.id,
@@ -121,6 +123,16 @@ class Liveness:
             if not self.healthy and not self._lost:
                 self._lost = True
                 self._give_up()
+
+    def _report(self) -> JSONDict | None:
+        """The runner's report; a failing one is left out, never the heartbeat."""
+        if self.report is None:
+            return None
+        try:
+            return self.report()
+        except Exception as err:
+            log.warning("runner report failed: %s", _describe(err))
+            return None
 
     def _give_up(self) -> None:
         if self.on_lost is None:

@@ -54,7 +54,8 @@ def throughput(app: Stask, hours: int = 24, *, now: dt.datetime | None = None) -
 
 def runners(app: Stask, *, now: dt.datetime | None = None) -> list[JSONDict]:
     """Every runner process in ``s_nodes``: host, pid, concurrency, queues, version, when it
-    started and last heartbeated, and whether that was within the lease."""
+    started and last heartbeated, whether that was within the lease, and what it learned
+    about its tasks."""
     cutoff = (now or utcnow()) - dt.timedelta(seconds=app.settings.lease_seconds)
     return [
         {
@@ -67,6 +68,9 @@ def runners(app: Stask, *, now: dt.datetime | None = None) -> list[JSONDict]:
             "started_at": row["started_at"],
             "heartbeat_at": row["heartbeat_at"],
             "live": row["heartbeat_at"] >= cutoff,
+            # prefetch, turn_ms and the learned ms per action (runner/pace.py); None before
+            # its first heartbeat.
+            "pace": row["pace"],
         }
         for row in NodeStore(app.store).all()
     ]

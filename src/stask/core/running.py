@@ -12,7 +12,7 @@ from stask.core.liveness import Liveness
 from stask.db.dialects import hot_path_store
 from stask.db.nodes import NodeStore
 from stask.errors import ValidationError
-from stask.models import Rescue
+from stask.models import JSONDict, Rescue
 
 if TYPE_CHECKING:
     from stask.core.facade import Stask
@@ -35,6 +35,7 @@ class HotPath:
         self.cancel_flag = claims.cancel_flag
         self.final_under = self.store.task_reads.final_under
         self.running_claims = self.store.task_reads.running_claims
+        self.recent_durations = self.store.task_reads.recent_durations
         self.release = self.nodes.release
         self.maintain = self.store.housekeeping.maintain
         self.wake_source = app.store.wake_source
@@ -51,6 +52,7 @@ class HotPath:
         queues: list[str],
         on_rescue: Callable[[Rescue], None],
         on_lost: Callable[[], None],
+        report: Callable[[], JSONDict] | None = None,
     ) -> Liveness:
         settings = self.app.settings
         return Liveness(
@@ -62,6 +64,7 @@ class HotPath:
             queues=queues,
             on_rescue=on_rescue,
             on_lost=on_lost,
+            report=report,
         )
 
     def close(self) -> None:

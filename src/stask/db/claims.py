@@ -53,7 +53,7 @@ from stask.db.rows import (
 from stask.db.tables import queue, task_logs, tasks
 from stask.db.task_writes import enqueue_existing
 from stask.db.worker_rows import active_workers
-from stask.models import Claim, Outcome, Status, Task, utcnow
+from stask.models import Ahead, Claim, Outcome, Status, Task, utcnow
 
 if TYPE_CHECKING:
     from stask.db.store import Store
@@ -186,6 +186,7 @@ class Claims(abc.ABC):
         *,
         start: int | None = None,
         queues: Sequence[str] | None = None,
+        ahead: Ahead | None = None,
         finished: Sequence[tuple[Claim, Outcome]] = (),
         logs: Sequence[Mapping[str, Any]] = (),
         now: dt.datetime | None = None,
@@ -194,17 +195,23 @@ class Claims(abc.ABC):
 
         A runner that has outcomes to record whenever it has slots to fill saves a transaction
         (on SQLite, a commit's fsync) per turn. Returns the claimed tasks and the ids recorded.
+
+        ``ahead`` limits what is claimed beyond the runner's free slots to short actions: of
+        the ``limit`` due tasks in claim order, the first ``ahead.free`` are taken whatever
+        their action, the others only when ``ahead.short`` names their worker's action.
         """
         local = sorted(set(identifiers))
         starting = limit if start is None else max(0, min(start, limit))
         if (limit <= 0 or not local) and not finished and not logs:
             return [], set()
+        if ahead is not None and ahead.free >= limit:
+            ahead = None  # nothing is claimed beyond the free slots
         token = new_claim_token()
         store = self.store
         if limit > 0 and local and not logs and all(o.status.is_final for _, o in finished):
             done = store.retrying(
                 lambda: self._turn_in_one_statement(
-                    node_id, token, local, limit, starting, queues, finished, now
+                    node_id, token, local, limit, starting, queues, ahead, finished, now
                 )
             )
             if done is not None:
@@ -214,11 +221,15 @@ class Claims(abc.ABC):
             with store.writing() as conn:
                 at = now or utcnow()
                 recorded = self._record(conn, finished, logs, at)
-                claimed = (
-                    self._claim(conn, node_id, token, set(local), limit, queues, at)
-                    if limit
-                    else []
-                )
+                claimed: list[Task] = []
+                if limit and ahead is None:
+                    claimed = self._claim(conn, node_id, token, set(local), limit, queues, at)
+                elif limit and ahead is not None:
+                    # The free slots first, whatever the action; then short actions only.
+                    claimed = self._claim(conn, node_id, token, set(local), ahead.free, queues, at)
+                    claimed += self._claim(
+                        conn, node_id, token, set(local), limit - len(claimed), queues, at, ahead
+                    )
                 claimed = self._start_first(conn, in_claim_order(claimed), starting, at)
             return claimed, recorded
 
@@ -253,9 +264,10 @@ class Claims(abc.ABC):
             ).scalar_one()
         return int(attempts)
 
-    def turn_statement(self, served: bool, limit: int) -> Executable | None:
+    def turn_statement(self, served: bool, limit: int, ahead: bool) -> Executable | None:
         """The one-statement turn of a dialect that has one (dialects.py), claiming at most
-        ``limit`` from every queue or (``served``) from the served queues only. None: every
+        ``limit`` from every queue or (``served``) from the served queues only; with
+        ``ahead``, beyond the first ``:free`` only tasks of the ``:short`` actions. None: every
         turn is the general transaction."""
         return None
 
@@ -267,12 +279,13 @@ class Claims(abc.ABC):
         limit: int,
         start: int,
         queues: Sequence[str] | None,
+        ahead: Ahead | None,
         finished: Sequence[tuple[Claim, Outcome]],
         now: dt.datetime | None,
     ) -> tuple[list[Task], set[int]] | None:
         """The common turn (final outcomes only, no log lines) as one statement; None when
         the dialect has none or a queue or worker limit needs the general transaction."""
-        statement = self.turn_statement(bool(queues), limit)
+        statement = self.turn_statement(bool(queues), limit, ahead is not None)
         if statement is None:
             return None
         at = now or utcnow()
@@ -289,6 +302,8 @@ class Claims(abc.ABC):
             }
             if queues:
                 params["queues"] = list(queues)
+            if ahead is not None:
+                params |= self._ahead_params(ahead)
             rows = conn.execute(statement, params).mappings().all()
         claimed, recorded = self._turn_result(rows)
         return in_claim_order(claimed), recorded
@@ -296,6 +311,10 @@ class Claims(abc.ABC):
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
         """The claimed tasks and the recorded ids in the rows of ``turn_statement``."""
         raise NotImplementedError
+
+    def _ahead_params(self, ahead: Ahead) -> dict[str, Any]:
+        """The ``:free`` and ``:short`` of a turn statement that claims ahead."""
+        return {"free": ahead.free, "short": list(ahead.short)}
 
     def _plain_turn(
         self, conn: Connection, local: Sequence[str], queues: Sequence[str] | None, now: Any
@@ -315,7 +334,12 @@ class Claims(abc.ABC):
         limit: int,
         queues: Sequence[str] | None,
         now: dt.datetime,
+        ahead: Ahead | None = None,
     ) -> list[Task]:
+        """Claim up to ``limit`` (within queue and worker limits); with ``ahead``, only tasks of
+        its short actions."""
+        if limit <= 0:
+            return []
         active = active_workers(conn)
         runnable = sorted(local.intersection(active))
         if not runnable:
@@ -328,6 +352,9 @@ class Claims(abc.ABC):
         if limited:
             rooms = worker_rooms(conn, limited, now)
             plan = within_worker_rooms(conn, plan, runnable, rooms, limit, now)
+        if ahead is not None:
+            scopes = [(dataclasses.replace(scope, short=ahead.short), n) for scope, n in plan]
+            plan = scopes
         claimed: list[RowMapping] = []
         for scope, take in plan:
             claimed += self._claim_rows(conn, node_id, token, runnable, take, scope, now)
@@ -338,9 +365,21 @@ class Claims(abc.ABC):
     ) -> Any:
         """The SELECT of claimable queue rows shared by every dialect's claim; its LIMIT is
         written into the SQL so that PostgreSQL's generic plan is good (see ``_pg_turn``)."""
+        where = claimable_clauses(identifiers, scope, now)
+        if scope.short is not None:  # claimed ahead: tasks of short actions only
+            where.append(
+                queue.c.task_id.in_(
+                    select(tasks.c.id).where(
+                        tasks.c.id == queue.c.task_id,
+                        tuple_(tasks.c.identifier, tasks.c.action).in_(
+                            [tuple(key.split(":", 1)) for key in scope.short] or [("", "")]
+                        ),
+                    )
+                )
+            )
         return (
             select(queue.c.task_id)
-            .where(*claimable_clauses(identifiers, scope, now))
+            .where(*where)
             .order_by(queue.c.priority, queue.c.run_at, queue.c.task_id)
             .limit(literal_column(str(int(limit))))
         )

@@ -52,7 +52,7 @@ from stask.db.store import Store
 from stask.db.tables import queue, tasks
 from stask.db.task_writes import TaskWrites, new_task_rows
 from stask.errors import StaskError
-from stask.models import Claim, NewTask, Outcome, Task, utcnow
+from stask.models import Ahead, Claim, NewTask, Outcome, Task, utcnow
 
 if TYPE_CHECKING:  # imported where used: a SQLite runner need not load PostgreSQL's dialect
     from sqlalchemy.dialects import postgresql, sqlite
@@ -182,8 +182,11 @@ class SQLiteClaims(Claims):
         + " RETURNING s_tasks.id"
     )
 
-    def turn_statement(self, served: bool, limit: int) -> TextualSelect:
-        return _SQLITE_TURNS[served]
+    def turn_statement(self, served: bool, limit: int, ahead: bool) -> TextualSelect:
+        return _SQLITE_TURNS[served, ahead]
+
+    def _ahead_params(self, ahead: Ahead) -> dict[str, Any]:
+        return {"free": ahead.free, "short": json.dumps(list(ahead.short))}
 
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
         # Recorded rows have left status 50; claimed ones have just entered it.
@@ -348,8 +351,8 @@ class PostgresClaims(Claims):
             attempts = conn.execute(_PG_START, params).scalar_one_or_none()
         return None if attempts is None else int(attempts)
 
-    def turn_statement(self, served: bool, limit: int) -> TextualSelect:
-        return _pg_turn(" AND queue = ANY(:queues)" if served else "", limit)
+    def turn_statement(self, served: bool, limit: int, ahead: bool) -> TextualSelect:
+        return _pg_turn(" AND queue = ANY(:queues)" if served else "", limit, ahead)
 
     def _turn_result(self, rows: Sequence[RowMapping]) -> tuple[list[Task], set[int]]:
         # One row even when nothing was claimed, to carry the recorded ids.
@@ -446,8 +449,8 @@ class PostgresStore(Store):
             yield conn
 
 
-@functools.lru_cache(maxsize=256)
-def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
+@functools.lru_cache(maxsize=1024)
+def _pg_turn(queue_filter: str, limit: int, ahead: bool = False) -> TextualSelect:
     """Record final outcomes and claim due tasks in one PostgreSQL statement.
 
     ``fin`` is the batched finish of ``finish_final_sql``; ``picked`` / ``removed`` /
@@ -462,6 +465,9 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
     tables, so PostgreSQL planned every turn again: planning took longer than executing
     (1.2 ms against 0.7 ms in EXPLAIN ANALYZE with 10,000 queued, turns of 8). With the
     limit known, the generic plan is the good one and planning stops.
+
+    With ``ahead``, ``chosen`` keeps of the picked rows the first ``:free`` in claim order and,
+    after them, only those of the ``:short`` actions (runner/pace.py); the others stay queued.
     """
     claim_set = ", ".join(f"{name} = {value}" for name, value in _claim_set("ranked.go").items())
     columns = ", ".join(f"claimed.{column.name}" for column in tasks.c)
@@ -474,7 +480,8 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
         + queue_filter
         + f" ORDER BY priority, run_at, task_id LIMIT {int(limit)}"
         " FOR UPDATE OF s_queue SKIP LOCKED)"
-        ", removed AS (DELETE FROM s_queue USING picked WHERE s_queue.task_id = picked.task_id"
+        + (_PG_AHEAD if ahead else ", chosen AS (SELECT * FROM picked)")
+        + ", removed AS (DELETE FROM s_queue USING chosen WHERE s_queue.task_id = chosen.task_id"
         " RETURNING s_queue.task_id, s_queue.priority, s_queue.run_at)"
         # The first :start in claim order start now; the rest are prefetched, not started.
         ", ranked AS (SELECT task_id, row_number() OVER"
@@ -491,6 +498,14 @@ def _pg_turn(queue_filter: str, limit: int) -> TextualSelect:
     )
     return _typed(sql).columns(column("recorded_ids"), *tasks.c)
 
+
+# Of the picked rows, the first :free and then those of the :short actions (_pg_turn's ahead).
+_PG_AHEAD = (
+    ", chosen AS MATERIALIZED (SELECT p.task_id, p.priority, p.run_at FROM (SELECT task_id,"
+    " priority, run_at, row_number() OVER (ORDER BY priority, run_at, task_id) AS n FROM picked)"
+    " AS p JOIN s_tasks AS t ON t.id = p.task_id"
+    " WHERE p.n <= :free OR t.identifier || ':' || t.action = ANY(CAST(:short AS TEXT[])))"
+)
 
 # Claims.start_attempt on PostgreSQL, fenced by the claim (c) as every write of an attempt.
 _PG_START = _typed(
@@ -567,14 +582,15 @@ def _new_rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _sqlite_turn(queue_filter: str) -> TextualSelect:
+def _sqlite_turn(queue_filter: str, ahead: bool) -> TextualSelect:
     """Record final outcomes and claim due tasks in one SQLite UPDATE.
 
     ``u`` lists both kinds of row: the outcomes ``v`` (running tasks of this node, fenced as in
     ``finish_final_sql``) and the ``picked`` queue rows (pending tasks of active workers, as in
     ``_claim_rows``). Each column takes its final or its claimed value by the kind of row; the
     trigger of migration 0005 removes claimed tasks from s_queue. SQLite's RETURNING cannot
-    name ``u``, so the caller tells the kinds apart by status.
+    name ``u``, so the caller tells the kinds apart by status. With ``ahead``, ``chosen`` keeps
+    the first ``:free`` picked rows and then only those of the ``:short`` actions (a JSON list).
     """
     final = _final_values("s_tasks.", "v.result")
     claim = _claim_set("u.go")
@@ -591,9 +607,10 @@ def _sqlite_turn(queue_filter: str) -> TextualSelect:
         " AND identifier IN (SELECT identifier FROM s_workers WHERE active)"
         + queue_filter
         + " ORDER BY priority, run_at, task_id LIMIT :limit)"
+        + (_SQLITE_AHEAD if ahead else ", chosen AS (SELECT * FROM picked)")
         # The first :start in claim order start now; the rest are prefetched, not started.
-        ", u AS MATERIALIZED (SELECT id, 0 AS go FROM v UNION ALL SELECT id, row_number() OVER"
-        " (ORDER BY priority, run_at, id) <= :start AS go FROM picked)"
+        + ", u AS MATERIALIZED (SELECT id, 0 AS go FROM v UNION ALL SELECT id, row_number() OVER"
+        " (ORDER BY priority, run_at, id) <= :start AS go FROM chosen)"
         " UPDATE s_tasks SET "
         + sets
         + " FROM u LEFT JOIN v ON v.id = u.id WHERE s_tasks.id = u.id AND CASE WHEN v.id IS NULL"
@@ -608,7 +625,18 @@ def _sqlite_turn(queue_filter: str) -> TextualSelect:
     return turn.columns(*tasks.c)
 
 
-_SQLITE_TURNS = (_sqlite_turn(""), _sqlite_turn(" AND queue IN :queues"))
+# Of the picked rows, the first :free and then those of the :short actions (_sqlite_turn's ahead).
+_SQLITE_AHEAD = (
+    ", chosen AS MATERIALIZED (SELECT p.id, p.priority, p.run_at FROM (SELECT id, priority,"
+    " run_at, row_number() OVER (ORDER BY priority, run_at, id) AS n FROM picked) AS p"
+    " JOIN s_tasks AS t ON t.id = p.id WHERE p.n <= :free"
+    " OR t.identifier || ':' || t.action IN (SELECT value FROM json_each(:short)))"
+)
+_SQLITE_TURNS = {
+    (served, ahead): _sqlite_turn(" AND queue IN :queues" if served else "", ahead)
+    for served in (False, True)
+    for ahead in (False, True)
+}
 
 
 _MYSQL_TYPES = {  # JSON_TABLE column types for the payload's SQL types

@@ -17,7 +17,7 @@ from stask.db.claims import held_by
 from stask.db.rows import PENDING, RUNNING, attempt_fence
 from stask.db.tables import nodes, task_logs, tasks
 from stask.db.task_writes import enqueue_existing
-from stask.models import Claim, NodeInfo, Rescue, Status, utcnow
+from stask.models import Claim, JSONDict, NodeInfo, Rescue, Status, utcnow
 
 if TYPE_CHECKING:
     from stask.db.store import Store
@@ -58,10 +58,16 @@ class NodeStore:
                 )
             )
 
-    def heartbeat(self, node_id: str, now: dt.datetime | None = None) -> bool:
-        """Refresh the node's lease; False if its row is gone (another node declared it dead)."""
+    def heartbeat(
+        self, node_id: str, now: dt.datetime | None = None, pace: JSONDict | None = None
+    ) -> bool:
+        """Refresh the node's lease (and, given, what it learned about its tasks); False if
+        its row is gone (another node declared it dead)."""
+        values: dict[str, Any] = {"heartbeat_at": now or utcnow()}
+        if pace is not None:
+            values["pace"] = pace
         with self.store.writing() as conn:
-            stmt = update(nodes).where(nodes.c.id == node_id).values(heartbeat_at=now or utcnow())
+            stmt = update(nodes).where(nodes.c.id == node_id).values(**values)
             return conn.execute(stmt).rowcount > 0
 
     def remove(self, node_id: str) -> None:

@@ -88,12 +88,14 @@ class QueueControl:
 class QueueScope:
     """The queues one claim statement takes from: ``include`` (None: any) minus ``exclude``.
 
-    ``workers``, when set, narrows the claim's identifiers (a rate-limited worker's own claim).
+    ``workers``, when set, narrows the claim's identifiers (a rate-limited worker's own claim);
+    ``short``, when set, to tasks of those actions (``identifier:action``, claimed ahead).
     """
 
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     workers: tuple[str, ...] | None = None
+    short: tuple[str, ...] | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = []

@@ -214,6 +214,8 @@ nodes = Table(
     Column("version", String(50), nullable=False),
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
+    # What the runner learned (runner/pace.py), written with its heartbeats (revision 0010).
+    Column("pace", Json, nullable=True),
 )
 Index("ix_s_nodes_heartbeat_at", nodes.c.heartbeat_at)
 

@@ -86,6 +86,27 @@ class TaskReads:
         with self.store.reading() as conn:
             return [Claim(int(i), str(token or "")) for i, token in conn.execute(stmt)]
 
+    def recent_durations(self, limit: int = 1000) -> list[tuple[str, str, float, int]]:
+        """How long each worker's actions took in the newest ``limit`` finished attempts:
+        (identifier, action, mean seconds, attempts), read along ``finished_at``'s index."""
+        recent = (
+            select(tasks.c.identifier, tasks.c.action, tasks.c.duration_ms)
+            .where(tasks.c.finished_at.is_not(None))
+            .order_by(tasks.c.finished_at.desc())
+            .limit(limit)
+        )
+        sums: dict[tuple[str, str], list[int]] = {}
+        with self.store.reading() as conn:
+            for identifier, action, duration_ms in conn.execute(recent):
+                if duration_ms is not None:
+                    total = sums.setdefault((str(identifier), str(action)), [0, 0])
+                    total[0] += max(0, int(duration_ms))
+                    total[1] += 1
+        return [
+            (identifier, action, total / count / 1000, count)
+            for (identifier, action), (total, count) in sorted(sums.items())
+        ]
+
     def final_under(self, claims: Sequence[Claim]) -> set[int]:
         """Ids of those ``claims`` whose task is already final under that very claim (a finish
         whose commit landed though its answer was lost)."""

@@ -24,8 +24,8 @@ from stask.core.facade import Stask
 from stask.core.queues import check_queue_name
 from stask.core.running import HotPath
 from stask.errors import ConfigError, StaskError
-from stask.models import Claim, JSONDict, Outcome, Rescue, Task
-from stask.runner.pace import Pace
+from stask.models import Ahead, Claim, JSONDict, Outcome, Rescue, Task
+from stask.runner.pace import Pace, action_key
 
 log = logging.getLogger("stask.runner")
 FLUSH_INTERVAL_SECONDS = 0.05
@@ -45,7 +45,7 @@ def default_concurrency() -> int:
 class RunnerOptions:
     concurrency: int = field(default_factory=default_concurrency)
     queues: tuple[str, ...] = ()  # empty: every queue
-    prefetch: int | None = None  # default: as many again as the concurrency
+    prefetch: int | None = None  # default: adapts to how long tasks take (runner/pace.py)
     poll_seconds: float = 1.0
     grace_seconds: float = 30.0
 
@@ -68,9 +68,7 @@ class Runner:
         self.options = options or RunnerOptions()
         self.options.validate()
         self.node_id = app.node_id
-        self.prefetch = (
-            self.options.concurrency if self.options.prefetch is None else self.options.prefetch
-        )
+        self.pace = Pace(self.options.concurrency, fixed=self.options.prefetch)
         # Claims, starts, records and heartbeats go through their own pool (core/running.py).
         self.db = HotPath(app)
         self.executor = self.db.executor(self.node_id)
@@ -80,6 +78,7 @@ class Runner:
             queues=list(self.options.queues),
             on_rescue=self._on_rescue,
             on_lost=self._on_lost,
+            report=self.pace.report,
         )
         self._lock = threading.Condition()
         self._ready: deque[Task] = deque()
@@ -92,6 +91,8 @@ class Runner:
         # When each task in hand was claimed (monotonic), to spot claims that waited long.
         self._claimed_at: dict[int, float] = {}
         self._maybe_recorded: set[int] = set()  # see _recorded
+        # The action (pace.action_key) of each attempt running now.
+        self._busy: dict[int, str] = {}
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._flush_now = threading.Event()
@@ -99,7 +100,6 @@ class Runner:
         self.completed = 0
         self._claimed_nothing = False
         self._lost = False
-        self.pace = Pace()
         self.wakeups = 0
         app.on_enqueue(self.wake)
         # LISTEN on PostgreSQL, the wake file on SQLite: another process's enqueue wakes us.
@@ -118,6 +118,11 @@ class Runner:
         """New work may be due (a same-process enqueue, a NOTIFY, a rescue)."""
         self.wakeups += 1
         self._wake.set()
+
+    @property
+    def prefetch(self) -> int:
+        """How many tasks this runner holds beyond its slots now (fixed, or learned)."""
+        return self.pace.prefetch()
 
     @property
     def stopping(self) -> bool:
@@ -192,6 +197,7 @@ class Runner:
         ]
         completer = threading.Thread(target=self._complete, name="stask-completer", daemon=True)
         scheduler = threading.Thread(target=self._schedule, name="stask-scheduler", daemon=True)
+        self._seed_pace()
         try:
             self.liveness.start()
             if self.listener is not None:
@@ -207,17 +213,38 @@ class Runner:
             self.db.close()
             raise
         log.info(
-            "runner %s: %d threads, prefetch %d, queues %s",
+            "runner %s: %d threads, prefetch %s, queues %s",
             self.node_id,
             self.options.concurrency,
-            self.prefetch,
+            self.prefetch if not self.pace.adaptive else f"adaptive (0-{self.pace.bound})",
             ", ".join(self.options.queues) or "all",
         )
+        learned = self.pace.learned()
+        if learned:
+            log.info(
+                "runner %s: durations from the database: %s",
+                self.node_id,
+                ", ".join(f"{key} {item.seconds * 1000:.1f} ms" for key, item in learned.items()),
+            )
         try:
             self._fetch(identifiers)
         finally:
             self._shutdown(workers, completer)
             scheduler.join(timeout=5)
+
+    def _seed_pace(self) -> None:
+        """Start from how long this database's recent attempts took, per worker and action."""
+        if not self.pace.adaptive:
+            return
+        try:
+            recent = self.db.recent_durations()
+        except StaskError as err:  # a cold start: the runner learns as it goes
+            log.warning("could not read recent task durations: %s", err)
+            return
+        self.pace.seed(
+            (action_key(identifier, action), seconds, seen)
+            for identifier, action, seconds, seen in recent
+        )
 
     def _fetch(self, identifiers: list[str]) -> None:
         wait = MIN_POLL_SECONDS
@@ -228,7 +255,7 @@ class Runner:
                 self._wake.wait(min(self.options.poll_seconds, 0.5))
                 self._wake.clear()
                 continue
-            want, starting = self._size_turn()
+            want, starting, ahead = self._size_turn()
             claimed: list[Task] = []
             if want > 0:
                 # Outcomes waiting to be recorded go in the claim's transaction.
@@ -242,6 +269,7 @@ class Runner:
                         want,
                         start=starting,
                         queues=self.options.queues or None,
+                        ahead=ahead,
                         finished=finished,
                         logs=logs,
                     )
@@ -276,8 +304,9 @@ class Runner:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self.app.settings.lease_seconds
 
-    def _size_turn(self) -> tuple[int, int]:
-        """How many tasks the next turn claims, and how many of them start with it."""
+    def _size_turn(self) -> tuple[int, int, Ahead | None]:
+        """How many tasks the next turn claims, how many of them start with it, and what it
+        may claim beyond the free slots (None: anything, the prefetch is fixed)."""
         concurrency = self.options.concurrency
         with self._lock:
             busy = self._in_hand()
@@ -287,10 +316,22 @@ class Runner:
             if pause > 0:
                 self._lock.wait_for(lambda: self.stopping or not self._in_hand(), pause)
                 busy = self._in_hand()
-        want = concurrency + self.prefetch - busy
+        pace = self.pace
+        free = max(0, concurrency - busy)
+        if not pace.adaptive:
+            want = concurrency + pace.prefetch() - busy
+            return want, pace.starting(free, want, concurrency), None
+        # Beyond the free slots, only actions known to finish within a turn (pace.py), and
+        # only as many as the slots not stuck on long tasks finish within one.
+        short = pace.short_actions()
+        quick = set(short)
+        with self._lock:
+            moving = free + sum(1 for key in self._busy.values() if key in quick)
+        want = concurrency + pace.prefetch(moving) - busy
+        ahead = Ahead(free, tuple(short))
         # Tasks for the slots free now, and for those that free up within a turn, start with
         # the claim; the rest are prefetched, not started (pace.py).
-        return want, self.pace.starting(max(0, concurrency - busy), want, concurrency)
+        return want, pace.starting(free, want, concurrency), ahead
 
     def _in_hand(self) -> int:
         """Tasks claimed and not yet finished here (call with the lock held)."""
@@ -326,7 +367,7 @@ class Runner:
             task = self._ready.popleft()
             claimed_at = self._claimed_at.pop(task.id, None)
             # Refill before the buffer runs dry, in batches rather than one claim per task.
-            if len(self._ready) <= self.prefetch // 2:
+            if len(self._ready) <= self.pace.prefetch() // 2:
                 self._wake.set()
         return task, 0.0 if claimed_at is None else time.monotonic() - claimed_at
 
@@ -381,13 +422,18 @@ class Runner:
             log.info("task %s was cancelled or taken back before it started", task.id)
             return None
         began = time.monotonic()
+        key = action_key(task.identifier, task.action)
+        with self._lock:
+            self._busy[task.id] = key
         try:
             return self.executor.execute(begun, on_start=on_start)
         except BaseException as exc:  # pragma: no cover - execute records every failure
             log.exception("task %s: runner error", task.id)
             return Finished(begun, unrecordable(exc), [])
         finally:
-            self.pace.attempt_took(time.monotonic() - began)
+            self.pace.attempt_took(time.monotonic() - began, key)
+            with self._lock:
+                self._busy.pop(task.id, None)
 
     def _complete(self) -> None:
         """Record outcomes the fetcher did not take along with a claim (it is idle or full)."""
