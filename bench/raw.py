@@ -3,7 +3,9 @@
 Each worker claims one task, "runs" it, marks it done and commits, one task per transaction,
 durably: PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` (psycopg 3, synchronous_commit as
 the server has it), SQLite ``BEGIN IMMEDIATE`` (sqlite3, WAL, synchronous=FULL). Concurrency
-is threads, each with its own connection. ``python -m bench.raw idle ...`` is its idle poller.
+is threads, each with its own connection. ``python -m bench.raw idle ...`` is its idle poller;
+``python -m bench.raw consume ... --stamp-file F`` the same poller as a consumer process whose
+"task" appends ``<id> <time.time()>`` to F (its start-up and pickup from another process).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -277,13 +280,40 @@ def _idle_main(args: argparse.Namespace) -> None:
     queue.close()
 
 
+def _consume_main(args: argparse.Namespace) -> None:
+    """The poller, each task stamped in a file as it starts, as bench_probe.stamp_file does."""
+    stamps = Path(args.stamp_file)
+
+    def stamp(task_id: int) -> None:
+        now = time.time()
+        with stamps.open("a", encoding="utf-8") as out:
+            out.write(f"{task_id} {now!r}\n")
+
+    db = Database(args.dialect, args.dsn)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    queue = RawQueue(db)
+    queue.poll_forever(stamp, args.poll, stop)
+    queue.close()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The raw baseline's idle poller (for RSS).")
-    parser.add_argument("mode", choices=["idle"])
+    parser = argparse.ArgumentParser(
+        description="The raw baseline as a process: an idle poller (for RSS), or a consumer "
+        "that stamps each task's start in a file (start-up, pickup from another process)."
+    )
+    parser.add_argument("mode", choices=["idle", "consume"])
     parser.add_argument("--dialect", choices=["sqlite", "postgresql"], required=True)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS)
-    _idle_main(parser.parse_args())
+    parser.add_argument("--stamp-file", help="consume: where each task's start is appended")
+    args = parser.parse_args()
+    if args.mode == "consume":
+        if not args.stamp_file:
+            parser.error("consume needs --stamp-file")
+        _consume_main(args)
+    else:
+        _idle_main(args)
 
 
 if __name__ == "__main__":

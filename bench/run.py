@@ -22,13 +22,27 @@ from pathlib import Path
 from typing import Any
 
 from bench import measure_stask as stask_side
-from bench import raw
+from bench import raw, runners, startup, unanalyzed
 from bench.common import DEFAULT_POSTGRES, ROOT, Database, database, idle_rss, machine_info
 from bench.report import print_table, table_rows
 
 DIALECTS = ("sqlite", "postgresql")
-SECTIONS = ("enqueue", "drain", "latency", "rss", "progress", "peers")
+SECTIONS = (
+    "enqueue",
+    "drain",
+    "latency",
+    "rss",
+    "progress",
+    "runners",
+    "startup",
+    "unanalyzed",
+    "peers",
+)
 PREFETCH_TRIAL = 12  # 3x concurrency 4: the extra, non-default drain row
+LONG_TASK_MS = 200  # runners: the long tasks
+MIXED_LONG_MS = 500  # runners: the long tenth of the mixed queue
+MIXED_LONG_SHARE = 0.1
+MIXED_SEED = 20_240_602
 PEERS_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
@@ -62,6 +76,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.gaps = [round(rng.uniform(low, high), 3) for _ in range(args.samples)]
     args.progress_repeats = 1 if quick else 3
     args.peer_cap = 4.0 if quick else 20.0
+    # runners: two runners' makespan (2,000 x 200 ms / 8 slots = 50 s), one runner's (600 x
+    # 200 ms / 4 = 30 s), the mixed queue's (200 x 500 ms / 8 = 12.5 s)
+    args.runner_tasks = 200 if quick else 2_000
+    args.one_runner_tasks = 100 if quick else 600
+    args.mixed_tasks = 300 if quick else 2_000
+    # startup: process starts per side; the producer process's samples and gaps
+    args.starts = 3 if quick else 5
+    args.import_repeats = 5
+    args.process_samples = 8 if quick else 20
+    process_rng = random.Random(20_240_603)
+    args.process_gaps = [
+        round(process_rng.uniform(0.1, 1.0), 3) for _ in range(args.process_samples)
+    ]
+    # unanalyzed: tasks per drain, rounds of both cases
+    args.unanalyzed_tasks = 1_500 if quick else 4_000
+    args.unanalyzed_rounds = 2 if quick else 3
     return args
 
 
@@ -116,7 +146,89 @@ def measure_dialect(dialect: str, args: argparse.Namespace, config: Path) -> dic
                     found[side][key] = value
             finally:
                 app.close()
+    if "runners" in args.sections:
+        found["stask"].update(runner_figures(dialect, args))
+    if "startup" in args.sections:
+        for key, figures in startup_figures(dialect, args, config):
+            mine, base = both_sides(figures)
+            found["stask"][key], found["raw"][key] = mine, base
+        found["stask"]["imports"] = attempt(
+            f"python -c 'import ...' x{args.import_repeats}",
+            lambda: startup.import_times(args.import_repeats),
+        )
+    if "unanalyzed" in args.sections and dialect == "postgresql":
+        found["stask"]["unanalyzed"] = attempt(
+            f"stask worker process: drain of {args.unanalyzed_tasks} never analyzed vs analyzed"
+            f" x{args.unanalyzed_rounds}",
+            lambda: unanalyzed.compare(
+                args.postgres, config, args.unanalyzed_tasks, args.unanalyzed_rounds
+            ),
+        )
     return found
+
+
+def runner_figures(dialect: str, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Makespans of long tasks: two runners, one runner (the other stopped), a mixed queue."""
+    with stask_db(dialect, args) as (db, storage):
+        yield (
+            "runners_two",
+            attempt(
+                f"stask {dialect} 2 runners x4, {args.runner_tasks} x {LONG_TASK_MS} ms",
+                lambda: runners.long_tasks(db, storage, args.runner_tasks, LONG_TASK_MS),
+            ),
+        )
+    with stask_db(dialect, args) as (db, storage):
+        yield (
+            "runners_one",
+            attempt(
+                f"stask {dialect} 1 runner x4 (other stopped), {args.one_runner_tasks} x "
+                f"{LONG_TASK_MS} ms",
+                lambda: runners.long_tasks(
+                    db, storage, args.one_runner_tasks, LONG_TASK_MS, keep=1
+                ),
+            ),
+        )
+    with stask_db(dialect, args) as (db, storage):
+        yield (
+            "runners_mixed",
+            attempt(
+                f"stask {dialect} 2 runners x4, mixed queue of {args.mixed_tasks}",
+                lambda: runners.mixed_queue(
+                    db, storage, args.mixed_tasks, MIXED_LONG_MS, MIXED_LONG_SHARE, MIXED_SEED
+                ),
+            ),
+        )
+
+
+def startup_figures(
+    dialect: str, args: argparse.Namespace, config: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The worker process against the raw consumer process: start-up, producer-process pickup."""
+    poll = args.raw_poll_ms / 1000
+    yield (
+        "startup",
+        attempt(
+            f"{dialect} start-up to first task, stask worker and raw consumer x{args.starts}",
+            lambda: startup.startup_times(dialect, args.postgres, config, args.starts, poll),
+        ),
+    )
+    yield (
+        "pickup_process",
+        attempt(
+            f"{dialect} pickup from a producer process x{args.process_samples}, raw then stask",
+            lambda: startup.producer_pickup(
+                dialect, args.postgres, config, args.process_gaps, poll
+            ),
+        ),
+    )
+
+
+def both_sides(figures: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A measurement of both sides at once, split into stask's and raw's (an error: both)."""
+    if "error" in figures:
+        return figures, figures
+    wall = {"wall_seconds_both": figures.get("wall_seconds")}
+    return figures["stask"] | wall, figures["raw"] | wall
 
 
 def raw_drain(dialect: str, args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
@@ -262,6 +374,20 @@ def main(argv: list[str] | None = None) -> None:
             "progress_calls": stask_side.PROGRESS_CALLS,
             "progress_repeats": args.progress_repeats,
             "peer_drain_cap_seconds": args.peer_cap,
+            "runner_long_tasks": args.runner_tasks,
+            "one_runner_long_tasks": args.one_runner_tasks,
+            "long_task_ms": LONG_TASK_MS,
+            "mixed_tasks": args.mixed_tasks,
+            "mixed_long_ms": MIXED_LONG_MS,
+            "mixed_long_share": MIXED_LONG_SHARE,
+            "mixed_seed": MIXED_SEED,
+            "startup_starts": args.starts,
+            "import_repeats": args.import_repeats,
+            "process_pickup_samples": args.process_samples,
+            "process_pickup_gaps_seconds": args.process_gaps,
+            "unanalyzed_tasks": args.unanalyzed_tasks,
+            "unanalyzed_rounds": args.unanalyzed_rounds,
+            "unanalyzed_idle_seconds": unanalyzed.IDLE_SECONDS,
         },
         "results": results,
     }
