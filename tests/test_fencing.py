@@ -356,11 +356,11 @@ def test_the_heartbeat_survives_any_error_and_never_calls_worker_code(
     beats: list[int] = []
     real = runner.liveness.nodes.heartbeat
 
-    def hiccup(node_id: str, now: Any = None) -> bool:
+    def hiccup(node_id: str, now: Any = None, pace: Any = None) -> bool:
         beats.append(1)
         if len(beats) % 2:
             raise RuntimeError("a config service hiccup")
-        return real(node_id, now)
+        return real(node_id, now, pace)
 
     monkeypatch.setattr(runner.liveness.nodes, "heartbeat", hiccup)
     liveness = runner.liveness

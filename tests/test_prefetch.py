@@ -287,3 +287,83 @@ def test_a_runner_shows_its_prefetch_and_learned_durations(
     fixed._seed_pace()
     assert fixed.pace.learned() == {}
     assert fixed.prefetch == 3
+
+
+# -- turns in flight -----------------------------------------------------------------------------
+
+
+def test_a_second_turn_goes_out_while_a_slow_turn_is_in_flight(
+    runner_app: Stask, tmp_path: Path
+) -> None:
+    """Turns slowed down (a far database): on a server the runner keeps two in flight, so
+    the slots do not wait for one whole turn per batch; every task still runs once. SQLite's
+    writers take turns, so it keeps one."""
+    runner = Runner(runner_app, RunnerOptions(concurrency=2, poll_seconds=0.05))
+    real = runner.db.record_and_claim
+    flying = [0, 0]  # in flight now, most at once
+    lock = threading.Lock()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            flying[0] += 1
+            flying[1] = max(flying)
+        try:
+            time.sleep(0.03)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                flying[0] -= 1
+
+    runner.db.record_and_claim = slow  # type: ignore[method-assign]
+    log = tmp_path / "touched"
+    ids = runner_app.create_many([("counter", "touch", {"log": str(log)})] * 400)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        wait_until(lambda: runner.completed >= len(ids), timeout=120, what="the drain")
+    finally:
+        runner.request_stop()
+        thread.join(timeout=30)
+    touched = [int(line.split()[0]) for line in log.read_text().splitlines()]
+    assert sorted(touched) == sorted(ids)  # each once
+    assert flying[1] == (1 if runner_app.store.dialect == "sqlite" else 2)
+
+
+def test_held_claims_are_checked_only_with_no_turn_in_flight(
+    runner_app: Stask, db_url: str
+) -> None:
+    """The check that releases claims this process does not know of (a claim whose answer was
+    lost) waits for the turns in flight: their claims are in the database before their answer
+    reaches the runner, and must not be taken for lost ones."""
+    runner = Runner(runner_app, RunnerOptions(concurrency=2, poll_seconds=0.05))
+    real = runner.db.record_and_claim
+    entered, answer = threading.Event(), threading.Event()
+
+    def delayed(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)  # committed...
+        if found[0]:
+            entered.set()
+            answer.wait(10)  # ...while its answer is still on its way
+        return found
+
+    runner.db.record_and_claim = delayed  # type: ignore[method-assign]
+    task = runner_app.create("counter", "touch", {"log": "/dev/null"})
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert entered.wait(30)
+        checked = threading.Thread(target=runner._reconcile)
+        checked.start()
+        time.sleep(0.3)
+        assert checked.is_alive()  # waiting for the turn in flight
+        answer.set()
+        checked.join(timeout=10)
+        wait_until(lambda: runner_app.get(task.id).is_finished, what="the task")
+    finally:
+        answer.set()
+        runner.request_stop()
+        thread.join(timeout=30)
+    done = runner_app.get(task.id)
+    assert done.status is Status.COMPLETED
+    assert done.attempts == 1
+    assert not any("Released" in entry.message for entry in runner_app.get_logs(task.id))

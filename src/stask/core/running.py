@@ -39,6 +39,9 @@ class HotPath:
         self.release = self.nodes.release
         self.maintain = self.store.housekeeping.maintain
         self.wake_source = app.store.wake_source
+        # Turns a runner keeps in flight: a server works on one while the answer of the other
+        # travels and is read; SQLite's writers take turns, so a second would only wait.
+        self.lanes = 1 if self.store.dialect == "sqlite" else 2
 
     def executor(self, node_id: str) -> Executor:
         """An executor whose starts, progress and log lines use this pool."""

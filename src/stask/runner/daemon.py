@@ -80,7 +80,10 @@ class Runner:
             on_lost=self._on_lost,
             report=self.pace.report,
         )
-        self._lock = threading.Condition()
+        mutex = threading.RLock()
+        self._lock = threading.Condition(mutex)
+        # Worker threads wait on this one, so a claim wakes as many as it brought tasks.
+        self._has_work = threading.Condition(mutex)
         self._ready: deque[Task] = deque()
         self._running: dict[int, TaskContext] = {}
         self._done: list[Finished] = []
@@ -94,7 +97,15 @@ class Runner:
         # The action (pace.action_key) of each attempt running now.
         self._busy: dict[int, str] = {}
         self._stopping = threading.Event()
-        self._wake = threading.Event()
+        # Turns in flight at once: two on a server, whose turn is mostly waiting for it (the
+        # next claim goes out while the last one's answer is on its way); one on SQLite, whose
+        # writers take turns anyway. Each lane is a fetcher thread with its own wake-up.
+        self.lanes = self.db.lanes
+        self._wakes = [threading.Event() for _ in range(self.lanes)]
+        self._turns = 0  # turns in flight
+        self._inflight = 0  # tasks those turns may bring back
+        self._reconciling = False  # no turn starts while held claims are checked
+        self._backlog = False  # the last turn came back full: more is due now
         self._flush_now = threading.Event()
         self._workers_done = threading.Event()
         self.completed = 0
@@ -110,14 +121,19 @@ class Runner:
     def request_stop(self) -> None:
         """Stop claiming; running tasks get the grace period (safe from a signal handler)."""
         self._stopping.set()
-        self._wake.set()
+        self._wake_all()
         with self._lock:
             self._lock.notify_all()
+            self._has_work.notify_all()
 
     def wake(self) -> None:
         """New work may be due (a same-process enqueue, a NOTIFY, a rescue)."""
         self.wakeups += 1
-        self._wake.set()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for event in self._wakes:
+            event.set()
 
     @property
     def prefetch(self) -> int:
@@ -226,9 +242,20 @@ class Runner:
                 self.node_id,
                 ", ".join(f"{key} {item.seconds * 1000:.1f} ms" for key, item in learned.items()),
             )
+        lanes = [
+            threading.Thread(
+                target=self._fetch, args=(identifiers, lane), name=f"stask-fetch-{lane}"
+            )
+            for lane in range(1, self.lanes)
+        ]
         try:
-            self._fetch(identifiers)
+            for thread in lanes:
+                thread.start()
+            self._fetch(identifiers, 0)
         finally:
+            self.request_stop()
+            for thread in lanes:  # no turn may be in flight while shutdown lists held tasks
+                thread.join()
             self._shutdown(workers, completer)
             scheduler.join(timeout=5)
 
@@ -246,16 +273,20 @@ class Runner:
             for identifier, action, seconds, seen in recent
         )
 
-    def _fetch(self, identifiers: list[str]) -> None:
+    def _fetch(self, identifiers: list[str], lane: int) -> None:
+        """One lane of turns: record what finished, claim what the slots will take. Lane 0
+        also checks now and then that this process knows every claim the database says it
+        holds."""
+        wake = self._wakes[lane]
         wait = MIN_POLL_SECONDS
         failures = 0
         next_reconcile = time.monotonic() + self.app.settings.lease_seconds
         while not self.stopping:
             if not self._lease_held():
-                self._wake.wait(min(self.options.poll_seconds, 0.5))
-                self._wake.clear()
+                wake.wait(min(self.options.poll_seconds, 0.5))
+                wake.clear()
                 continue
-            want, starting, ahead = self._size_turn()
+            want, starting, ahead = self._size_turn(lane)
             claimed: list[Task] = []
             if want > 0:
                 # Outcomes waiting to be recorded go in the claim's transaction.
@@ -274,9 +305,11 @@ class Runner:
                         logs=logs,
                     )
                     self.pace.turn_took(time.monotonic() - began)
+                    self._take_in(claimed, want)
                     self._recorded(batch, accepted)
                     failures = 0
                 except Exception as err:
+                    self._take_in([], want)
                     if refused_value(err):  # a value in the batch the database refused
                         log.warning("recording %d outcomes failed: %s", len(batch), err)
                         self._record_one_by_one(batch)
@@ -285,66 +318,92 @@ class Runner:
                     failures += 1
                     backoff = min(ERROR_BACKOFF_MAX_SECONDS, 0.5 * 2**failures)
                     log.warning("claim failed (retrying in %.1f s): %s", backoff, err)
-                    self._wake.wait(backoff)
-                    self._wake.clear()
+                    wake.wait(backoff)
+                    wake.clear()
                     # The claim may have committed before the connection broke.
                     self._reconcile()
                     continue
             self._claimed_nothing = want > 0 and not claimed
+            if want > 0:
+                self._backlog = len(claimed) == want
             if claimed:
-                self._take_in(claimed)
                 wait = MIN_POLL_SECONDS
                 if len(claimed) == want:
                     continue  # more may be due right now
             elif want > 0:
                 wait = min(wait * 2, self.options.poll_seconds)
-            self._wake.wait(wait if want > 0 else self.options.poll_seconds)
-            self._wake.clear()
-            if time.monotonic() >= next_reconcile:
+            wake.wait(wait if want > 0 else self.options.poll_seconds)
+            wake.clear()
+            if lane == 0 and time.monotonic() >= next_reconcile:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self.app.settings.lease_seconds
 
-    def _size_turn(self) -> tuple[int, int, Ahead | None]:
-        """How many tasks the next turn claims, how many of them start with it, and what it
-        may claim beyond the free slots (None: anything, the prefetch is fixed)."""
+    def _size_turn(self, lane: int = 0) -> tuple[int, int, Ahead | None]:
+        """How many tasks the next turn of ``lane`` claims (reserved until ``_take_in``; 0: no
+        turn now), how many of them start with it, and what it may claim beyond the free
+        slots (None: anything, the prefetch is fixed)."""
         concurrency = self.options.concurrency
+        pace = self.pace
+        short = pace.short_actions() if pace.adaptive else []
+        quick = set(short)
         with self._lock:
             busy = self._in_hand()
+            if lane and not self._second_turn(busy):
+                return 0, 0, None
             # What is in hand finishes sooner than a turn returns: wait for it (briefly), so
             # the turn claims a full batch instead of the few slots free this instant.
-            pause = self.pace.drain_wait(busy, concurrency)
+            pause = 0.0 if self._turns else pace.drain_wait(busy, concurrency)
             if pause > 0:
                 self._lock.wait_for(lambda: self.stopping or not self._in_hand(), pause)
                 busy = self._in_hand()
-        pace = self.pace
-        free = max(0, concurrency - busy)
-        if not pace.adaptive:
-            want = concurrency + pace.prefetch() - busy
-            return want, pace.starting(free, want, concurrency), None
-        # Beyond the free slots, only actions known to finish within a turn (pace.py), and
-        # only as many as the slots not stuck on long tasks finish within one.
-        short = pace.short_actions()
-        quick = set(short)
-        with self._lock:
-            moving = free + sum(1 for key in self._busy.values() if key in quick)
-        want = concurrency + pace.prefetch(moving) - busy
-        ahead = Ahead(free, tuple(short))
+            if self._reconciling:
+                return 0, 0, None
+            busy += self._inflight  # what the turns in flight bring back fills slots too
+            free = max(0, concurrency - busy)
+            if pace.adaptive:
+                # Only as many ahead as the slots not stuck on long tasks finish in a turn.
+                stuck = sum(1 for key in self._busy.values() if key not in quick)
+                ahead = pace.prefetch(concurrency - stuck)
+            else:
+                ahead = pace.prefetch()
+            # Each turn in flight holds its own prefetch; a turn claims at most the slots and
+            # one prefetch.
+            want = min(concurrency + ahead, concurrency + (self._turns + 1) * ahead - busy)
+            if want <= 0:
+                return 0, 0, None
+            self._turns += 1
+            self._inflight += want
+        # Beyond the free slots, only actions known to finish within a turn (pace.py).
+        beyond = Ahead(free, tuple(short)) if pace.adaptive else None
         # Tasks for the slots free now, and for those that free up within a turn, start with
         # the claim; the rest are prefetched, not started (pace.py).
-        return want, pace.starting(free, want, concurrency), ahead
+        return want, pace.starting(free, want, concurrency), beyond
+
+    def _second_turn(self, in_hand: int) -> bool:
+        """Whether a second turn goes out now, beside the one in flight (call with the lock
+        held): only while tasks are due (the last turn came back full) and the tasks in hand
+        run out before a turn comes back, so the turn's latency, not the work, sets the pace.
+        """
+        attempt, turn = self.pace.attempt_seconds, self.pace.turn_seconds
+        if self._turns != 1 or not self._backlog or attempt is None or turn is None:
+            return False
+        return in_hand * attempt < turn * self.options.concurrency
 
     def _in_hand(self) -> int:
         """Tasks claimed and not yet finished here (call with the lock held)."""
         return len(self._ready) + len(self._running)
 
-    def _take_in(self, claimed: list[Task]) -> None:
-        """Hand claimed tasks to the worker threads."""
+    def _take_in(self, claimed: list[Task], reserved: int) -> None:
+        """Hand a turn's claimed tasks to the worker threads and end its reservation."""
         at = time.monotonic()
         with self._lock:
             self._held.update((task.id, task.claim) for task in claimed)
             self._claimed_at.update((task.id, at) for task in claimed)
             self._ready.extend(claimed)
-            self._lock.notify_all()
+            self._turns -= 1
+            self._inflight -= reserved
+            self._lock.notify_all()  # a reconcile waits for the turns in flight
+            self._has_work.notify(len(claimed))
 
     def _lease_held(self) -> bool:
         """False while no heartbeat landed for most of the lease (the database is away, or the
@@ -352,8 +411,9 @@ class Runner:
         if self.liveness.healthy:
             self._lost = False
             return True
-        if not self._lost:
-            self._lost = True
+        with self._lock:  # once, whichever lane notices first
+            first, self._lost = not self._lost, True
+        if first:
             self._on_lost()
         return False
 
@@ -361,14 +421,15 @@ class Runner:
         """The next task in hand and how long ago it was claimed (None: stopping)."""
         with self._lock:
             while not self._ready and not self.stopping:
-                self._lock.wait()
+                self._has_work.wait()
             if self.stopping or not self._ready:
                 return None
             task = self._ready.popleft()
             claimed_at = self._claimed_at.pop(task.id, None)
             # Refill before the buffer runs dry, in batches rather than one claim per task.
-            if len(self._ready) <= self.pace.prefetch() // 2:
-                self._wake.set()
+            refill = len(self._ready) <= self.pace.prefetch() // 2
+        if refill:
+            self._wake_all()
         return task, 0.0 if claimed_at is None else time.monotonic() - claimed_at
 
     def _work(self) -> None:
@@ -393,7 +454,7 @@ class Runner:
                 self._lock.notify_all()
             if given_up:  # its claim goes back now that nothing runs it here
                 self._release([task.claim], "Released: its runner lost its lease while running it")
-            self._wake.set()
+            self._wake_all()
 
     def _run_one(
         self, task: Task, waited: float, on_start: Callable[[TaskContext], None]
@@ -530,11 +591,17 @@ class Runner:
         That happens when a claim committed on the server but its answer was lost with the
         connection: without this they would stay running under a live node forever.
         """
+        with self._lock:  # a turn in flight holds claims this process does not know yet
+            self._reconciling = True
+            self._lock.wait_for(lambda: not self._turns)
         try:
             in_database = self.db.running_claims(self.node_id)
         except StaskError as err:
             log.warning("could not check held tasks: %s", err)
             return
+        finally:
+            with self._lock:
+                self._reconciling = False
         with self._lock:
             unknown = [claim for claim in in_database if claim.id not in self._held]
         if unknown:
