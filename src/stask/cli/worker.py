@@ -166,7 +166,8 @@ def supervise(processes: int, argv: list[str], env: dict[str, str] | None = None
     "--prefetch",
     type=click.IntRange(min=0),
     default=None,
-    help="Extra tasks claimed ahead of free threads (default: the concurrency).",
+    help="Extra tasks claimed ahead of free threads, fixed (default: adapts to how long "
+    "tasks take; see `stask runners`).",
 )
 @grace_option
 @poll_option
