@@ -280,11 +280,13 @@ def test_a_runner_shows_its_prefetch_and_learned_durations(
         thread.join(timeout=30)
     fresh = Runner(runner_app, RunnerOptions(concurrency=2))
     fresh._seed_pace()
+    fresh.db.close()  # never run: its own pool is closed here (run() closes it at its end)
     learned = fresh.pace.learned()
     assert set(learned) == {SHORT}
     assert learned[SHORT].seen == SEED_WEIGHT
     fixed = Runner(runner_app, RunnerOptions(concurrency=2, prefetch=3))
     fixed._seed_pace()
+    fixed.db.close()
     assert fixed.pace.learned() == {}
     assert fixed.prefetch == 3
 
