@@ -4,6 +4,7 @@ then one insert for one task or for a whole batch, and the local runner woken fo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from stask.models import JSONDict, NewTask, Priority, Task, to_utc_naive, utcnow
 
 if TYPE_CHECKING:
     from stask.core.facade import Stask
+    from stask.core.worker import BaseWorker
     from stask.db.store import CallerConnection
 
 CreateItem = tuple[str, str] | tuple[str, str, Mapping[str, Any] | None] | Mapping[str, Any]
@@ -39,6 +41,8 @@ def check_options(options: Mapping[str, Any] | None) -> JSONDict:
         return {}
     if not isinstance(options, Mapping):
         raise InvalidOptions(f"options must be a dict, got {type(options).__name__}")
+    if not options:
+        return {}
     for key, value in options.items():
         if not isinstance(key, str):
             raise InvalidOptions(f"option names must be strings, got {key!r}")
@@ -85,6 +89,33 @@ def new_task(
     deadline: dt.datetime | None = None,
 ) -> NewTask:
     """A checked task to insert: its worker registered and active, its action known."""
+    return _new_task(
+        app, {}, identifier, action, options, priority=priority, run_at=run_at, queue=queue,
+        max_attempts=max_attempts, started_by=started_by, timeout=timeout, deadline=deadline,
+    )  # fmt: skip
+
+
+# A worker's checked (identifier, action) -> the action's name and the worker's class.
+CheckedWorkers = dict[tuple[str, str], tuple[str, "type[BaseWorker] | None"]]
+
+
+def _new_task(
+    app: Stask,
+    checked_workers: CheckedWorkers,
+    identifier: str,
+    action: str,
+    options: Mapping[str, Any] | None,
+    *,
+    priority: str | Priority = Priority.NORMAL,
+    run_at: dt.datetime | None = None,
+    queue: str | None = None,
+    max_attempts: int | None = None,
+    started_by: str | None = None,
+    timeout: float | None = None,
+    deadline: dt.datetime | None = None,
+) -> NewTask:
+    """``new_task``; ``checked_workers`` remembers the workers and actions already found
+    registered and active (create_many checks each pair once per batch)."""
     for name, text in (("identifier", identifier), ("action", action)):
         if not isinstance(text, str):
             raise ValidationError(f"{name} must be a string, got {type(text).__name__} {text!r}")
@@ -98,23 +129,13 @@ def new_task(
     run_at_utc = _check_moment("run_at", run_at)
     expires_at = _check_moment("deadline", deadline)
     checked = check_options(options)
-    check_json(checked, "the task's options", app.settings.max_options_bytes, "max_options_bytes")
-    row = workers_admin.cached_record(app, identifier)
-    if row is None:
-        raise workers_admin.unknown_worker(app, identifier)
-    normalized = normalize_action(action)
-    actions = list(row.actions)
-    if normalized not in actions:
-        raise UnknownAction(
-            f"worker {identifier!r} has no action {action!r} (actions: "
-            f"{', '.join(actions) or 'none'})"
-        )
-    if not row.active:
-        raise WorkerInactive(
-            f"worker {identifier!r} is inactive - activate it with "
-            f"`stask workers activate {identifier}`"
-        )
-    cls = app.registry.get(identifier)
+    limit = app.settings.max_options_bytes
+    if checked or limit < len("{}"):  # empty options are "{}": nothing to find in them
+        check_json(checked, "the task's options", limit, "max_options_bytes")
+    worker = checked_workers.get((identifier, action))
+    if worker is None:
+        worker = checked_workers[identifier, action] = _checked_worker(app, identifier, action)
+    normalized, cls = worker
     attempts = max_attempts if max_attempts is not None else (cls.max_attempts if cls else 3)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise ValidationError(f"max_attempts must be a positive integer, got {attempts!r}")
@@ -136,6 +157,35 @@ def new_task(
         timeout_seconds=_positive_seconds(timeout),
         expires_at=expires_at,
     )
+
+
+def _checked_worker(
+    app: Stask, identifier: str, action: str
+) -> tuple[str, type[BaseWorker] | None]:
+    """The normalized action and the worker's class; an error unless the worker is registered
+    and active and has the action."""
+    row = workers_admin.cached_record(app, identifier)
+    if row is None:
+        raise workers_admin.unknown_worker(app, identifier)
+    normalized = _action_name(action)
+    actions = list(row.actions)
+    if normalized not in actions:
+        raise UnknownAction(
+            f"worker {identifier!r} has no action {action!r} (actions: "
+            f"{', '.join(actions) or 'none'})"
+        )
+    if not row.active:
+        raise WorkerInactive(
+            f"worker {identifier!r} is inactive - activate it with "
+            f"`stask workers activate {identifier}`"
+        )
+    return normalized, app.registry.get(identifier)
+
+
+@functools.lru_cache(maxsize=1024)
+def _action_name(action: str) -> str:
+    """normalize_action, remembered: callers name the same few actions over and over."""
+    return normalize_action(action)
 
 
 def _enqueued(app: Stask, batch: Sequence[NewTask]) -> None:
@@ -178,9 +228,10 @@ def create_many(
 ) -> list[int]:
     """Check every item, then insert them all (see ``Stask.create_many``)."""
     batch = []
+    checked_workers: CheckedWorkers = {}
     for index, item in enumerate(items):
         try:
-            batch.append(_create_item(app, item, priority))
+            batch.append(_create_item(app, checked_workers, item, priority))
         except (ValidationError, InvalidState) as err:  # the same error, naming the item
             raise type(err)(f"item {index} of create_many: {err.message}") from err
     ids = app.store.task_writes.insert_tasks(batch, connection=connection)
@@ -189,7 +240,9 @@ def create_many(
     return ids
 
 
-def _create_item(app: Stask, item: CreateItem, priority: str | Priority) -> NewTask:
+def _create_item(
+    app: Stask, checked_workers: CheckedWorkers, item: CreateItem, priority: str | Priority
+) -> NewTask:
     if isinstance(item, Mapping):
         unknown = sorted(str(key) for key in item if key not in CREATE_FIELDS)
         if unknown:
@@ -201,8 +254,9 @@ def _create_item(app: Stask, item: CreateItem, priority: str | Priority) -> NewT
             raise ValidationError(f"missing key(s) {', '.join(map(repr, missing))}")
         fields = dict(item)
         fields.setdefault("priority", priority)
-        return new_task(
+        return _new_task(
             app,
+            checked_workers,
             fields.pop("identifier"),
             fields.pop("action"),
             fields.pop("options", None),
@@ -210,7 +264,7 @@ def _create_item(app: Stask, item: CreateItem, priority: str | Priority) -> NewT
         )
     if isinstance(item, tuple) and len(item) in (2, 3):
         options = item[2] if len(item) == 3 else None
-        return new_task(app, item[0], item[1], options, priority=priority)
+        return _new_task(app, checked_workers, item[0], item[1], options, priority=priority)
     raise ValidationError(
         f"each item must be (identifier, action[, options]) or a dict, got {item!r}"
     )

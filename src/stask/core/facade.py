@@ -224,7 +224,7 @@ class Stask(Operations):
         priority: str | Priority = Priority.NORMAL,
         connection: CallerConnection | None = None,
     ) -> builtins.list[int]:
-        """Queue many tasks with one INSERT; all are checked before any is written.
+        """Queue many tasks in one transaction; all are checked before any is written.
 
         Each item is ``(identifier, action)``, ``(identifier, action, options)`` or a dict with
         the keyword arguments of ``create``.

@@ -1,7 +1,7 @@
 """Where SQL must differ between databases, one section per database: its ``Store``
 (transactions, wake-ups) and its twins of the repositories whose SQL differs - ``Claims``
-(the claim, the one-statement turn, the batched finish, starting an attempt), ``TaskWrites``
-(bulk insert ids, unique inserts) and, on SQLite, ``Housekeeping`` (the WAL)."""
+(the claim, the one-statement turn, the batched finish, starting an attempt) and, on SQLite,
+``Housekeeping`` (the WAL). Their ``TaskWrites`` (enqueueing) are in ``stask.db.enqueue``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -23,25 +23,27 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
-    func,
-    insert,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.sql.selectable import Select, TextualSelect
+from sqlalchemy.sql.selectable import TextualSelect
 
 from stask.db import wakefile
 from stask.db.claims import Claims, start_update
 from stask.db.engine import SQLITE_BUSY_TIMEOUT_MS, build_engine, sqlite_path, translate_errors
+from stask.db.enqueue import (  # noqa: F401 - tests/test_store.py reads _NEW_TASK_TYPES here
+    _NEW_TASK_TYPES,
+    MySQLTaskWrites,
+    PostgresTaskWrites,
+    SQLiteTaskWrites,
+)
 from stask.db.housekeeping import Housekeeping
-from stask.db.notify import CHANNEL, Listener, WakeSource, announce
+from stask.db.notify import Listener, WakeSource, announce
 from stask.db.queues import QueueScope
 from stask.db.rows import (
-    NEW_TASK_COLUMNS,
     PENDING,
-    QUEUED_COLUMNS,
     RUNNING,
     attempt_fence,
     attempt_fence_sql,
@@ -50,12 +52,8 @@ from stask.db.rows import (
 )
 from stask.db.store import Store
 from stask.db.tables import queue, tasks
-from stask.db.task_writes import TaskWrites, new_task_rows
 from stask.errors import StaskError
-from stask.models import Ahead, Claim, NewTask, Outcome, Task, utcnow
-
-if TYPE_CHECKING:  # imported where used: a SQLite runner need not load PostgreSQL's dialect
-    from sqlalchemy.dialects import postgresql, sqlite
+from stask.models import Ahead, Claim, Outcome, Task, utcnow
 
 _FINAL_COLUMNS = {  # payload field -> SQL type, for the databases that need one
     "id": "BIGINT",
@@ -213,22 +211,6 @@ class SQLiteClaims(Claims):
             .returning(*tasks.c)
         )
         return list(conn.execute(stmt).mappings())
-
-
-class SQLiteTaskWrites(TaskWrites):
-    """Ids in VALUES order from one INSERT; a taken unique key skipped by ON CONFLICT."""
-
-    def _insert_task_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        # SQLite does not promise RETURNING order, and asking SQLAlchemy to sort falls back to one
-        # INSERT per row. Under the single-writer lock one INSERT assigns increasing rowids in
-        # VALUES order, so sorting the returned ids restores the input order.
-        stmt = insert(tasks).returning(tasks.c.id)
-        return sorted(int(row[0]) for row in conn.execute(stmt, rows))
-
-    def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return _insert_skipping_taken(conn, sqlite_insert(tasks), rows)
 
 
 class SQLiteHousekeeping(Housekeeping):
@@ -390,40 +372,6 @@ class PostgresClaims(Claims):
         return list(conn.execute(stmt).mappings())
 
 
-class PostgresTaskWrites(TaskWrites):
-    """One statement creates a task with its queue row and NOTIFY; one per 1,000 in bulk."""
-
-    def insert_task(self, new: NewTask, connection: Connection | None = None) -> Task:
-        """One statement: the task, its queue row and, when due, the NOTIFY (_PG_CREATE), in
-        autocommit unless it is part of the caller's transaction."""
-        now = utcnow()
-        [row] = new_task_rows([new], now)
-        stmt = _PG_CREATE[row["run_at"] <= now]
-        store = self.store
-        place = store.one_statement() if connection is None else store.writing(connection)
-        with place as conn:
-            stored = conn.execute(stmt, row).mappings().one()
-        return task_from_row(stored)
-
-    def _insert_queued(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        """One statement per 1,000 tasks inserts them and their queue rows (_PG_INSERT_MANY),
-        from a single JSON parameter: SQLAlchemy's multi-row VALUES sent 14 parameters a task,
-        and psycopg parsed that 1,000-row SQL text anew for every batch."""
-        ids: list[int] = []
-        for start in range(0, len(rows), INSERT_BATCH):
-            payload = _new_rows_json(rows[start : start + INSERT_BATCH])
-            # Sequence values follow the SELECT's ORDER BY: ascending ids are input order.
-            ids.extend(
-                sorted(int(i) for i in conn.execute(_PG_INSERT_MANY, {"rows": payload}).scalars())
-            )
-        return ids
-
-    def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return _insert_skipping_taken(conn, postgresql_insert(tasks), rows)
-
-
 class PostgresStore(Store):
     """NOTIFY wakes idle runners; a statement that is a whole transaction runs in autocommit."""
 
@@ -515,71 +463,6 @@ _PG_START = _typed(
     " WHERE " + attempt_fence_sql("s_tasks", "c") + " AND s_tasks.started_at IS NULL"
     " RETURNING s_tasks.attempts"
 )
-
-
-def _pg_create(notify: bool) -> Select[Any]:
-    """INSERT a task RETURNING it, INSERT its queue row from that, and (``notify``) NOTIFY:
-    one statement where create() took three. Parameters: the columns of new_task_rows."""
-    values = {name: bindparam(name, type_=tasks.c[name].type) for name in NEW_TASK_COLUMNS}
-    inserted = insert(tasks).values(values).returning(*tasks.c).cte("inserted")
-    queued = insert(queue).from_select(
-        [queue.c.task_id, *(queue.c[name] for name in QUEUED_COLUMNS)],
-        select(inserted.c.id, *(inserted.c[name] for name in QUEUED_COLUMNS)),
-    )
-    stmt = select(*inserted.c).add_cte(queued.cte("queued"))
-    return stmt.add_columns(func.pg_notify(CHANNEL, "")) if notify else stmt
-
-
-_PG_CREATE = (_pg_create(False), _pg_create(True))
-
-INSERT_BATCH = 1_000
-# NEW_TASK_COLUMNS -> their PostgreSQL types, for jsonb_to_recordset.
-_NEW_TASK_TYPES = {
-    "identifier": "TEXT",
-    "action": "TEXT",
-    "status": "SMALLINT",
-    "priority": "SMALLINT",
-    "queue": "TEXT",
-    "meta": "JSONB",
-    "max_attempts": "INTEGER",
-    "run_at": "TIMESTAMP",
-    "started_by": "TEXT",
-    "unique_key": "TEXT",
-    "timeout_seconds": "DOUBLE PRECISION",
-    "expires_at": "TIMESTAMP",
-    "created_at": "TIMESTAMP",
-    "updated_at": "TIMESTAMP",
-}
-_PG_INSERT_MANY = text(
-    "WITH inserted AS (INSERT INTO s_tasks ("
-    + ", ".join(_NEW_TASK_TYPES)
-    + ") SELECT "
-    + ", ".join(_NEW_TASK_TYPES)
-    + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(n INTEGER, "
-    + ", ".join(f"{name} {kind}" for name, kind in _NEW_TASK_TYPES.items())
-    + ") ORDER BY n RETURNING id, "
-    + ", ".join(QUEUED_COLUMNS)
-    + "), queued AS (INSERT INTO s_queue (task_id, "
-    + ", ".join(QUEUED_COLUMNS)
-    + ") SELECT id, "
-    + ", ".join(QUEUED_COLUMNS)
-    + " FROM inserted) SELECT id FROM inserted"
-)
-
-
-def _new_rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows of ``new_task_rows`` as the JSON array of _PG_INSERT_MANY; ``n`` keeps their order.
-    Datetimes are naive UTC (the facade's to_utc_naive) and go as ISO text."""
-
-    def plain(value: Any) -> Any:
-        return value.isoformat() if isinstance(value, dt.datetime) else value
-
-    return json.dumps(
-        [
-            {"n": n, **{name: plain(row[name]) for name in _NEW_TASK_TYPES}}
-            for n, row in enumerate(rows)
-        ]
-    )
 
 
 def _sqlite_turn(queue_filter: str, ahead: bool) -> TextualSelect:
@@ -721,38 +604,12 @@ class MySQLClaims(Claims):
         return bool(flag)
 
 
-class MySQLTaskWrites(TaskWrites):
-    """A taken unique key skipped by INSERT IGNORE, one row at a time."""
-
-    def _insert_unique_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        # No RETURNING on MySQL: one INSERT IGNORE per row tells by its row count whether it
-        # created the task (schedules insert a handful at a time). IGNORE would also turn a
-        # too-long value into a truncating warning; callers pass checked names and keys.
-        stmt = insert(tasks).prefix_with("IGNORE")
-        ids = []
-        for row in rows:
-            result = conn.execute(stmt, row)
-            if result.rowcount == 1 and result.inserted_primary_key:
-                ids.append(int(result.inserted_primary_key[0]))
-        return sorted(ids)
-
-
 class MySQLStore(Store):
     """MariaDB / MySQL: no push, runners poll; deadlock victims are retried (``transient``)."""
 
     dialect = "mysql"
     claims_type = MySQLClaims
     task_writes_type = MySQLTaskWrites
-
-
-def _insert_skipping_taken(
-    conn: Connection, stmt: postgresql.Insert | sqlite.Insert, rows: list[dict[str, Any]]
-) -> list[int]:
-    """INSERT ... ON CONFLICT (unique_key) DO NOTHING RETURNING id: only created rows come back."""
-    returning = stmt.on_conflict_do_nothing(index_elements=[tasks.c.unique_key]).returning(
-        tasks.c.id
-    )
-    return sorted(int(task_id) for task_id in conn.execute(returning, rows).scalars())
 
 
 def hot_path_store(store: Store) -> Store:

@@ -1,8 +1,9 @@
 """Creating tasks: the ``s_tasks`` rows and their ``s_queue`` rows in one transaction, one
 statement per 1,000 tasks; unique tasks (schedules) skip a taken ``unique_key``.
 
-``stask.db.dialects`` overrides how ids come back (SQLite), the one-statement create and bulk
-insert (PostgreSQL) and how a taken key is skipped (ON CONFLICT / INSERT IGNORE).
+This is the Core path (MariaDB's, and the definition the others are tested against).
+``stask.db.enqueue`` overrides create and create_many on PostgreSQL and SQLite (statements on
+the driver connection) and how a taken key is skipped (ON CONFLICT / INSERT IGNORE).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import Connection, insert, select
 
 from stask.db.rows import PENDING, QUEUED_COLUMNS, task_from_row
 from stask.db.tables import queue, task_reruns, tasks
-from stask.models import NewTask, Task, utcnow
+from stask.models import JSONDict, NewTask, Task, utcnow
 
 if TYPE_CHECKING:
     from stask.db.store import Store
@@ -46,6 +47,37 @@ def new_task_rows(new: Sequence[NewTask], now: dt.datetime) -> list[dict[str, An
         }
         for item in new
     ]
+
+
+# What a new row holds in the columns creating does not write: their server defaults.
+UNWRITTEN_DEFAULTS: dict[str, Any] = {
+    "result": None,
+    "progress": 0,
+    "processed": 0,
+    "total": 0,
+    "eta_seconds": None,
+    "message": None,
+    "error": None,
+    "attempts": 0,
+    "locked_by": None,
+    "locked_at": None,
+    "cancel_requested": False,
+    "started_at": None,
+    "finished_at": None,
+    "duration_ms": None,
+    "peak_memory": None,
+    "claim_token": None,
+}
+
+
+def created_task(task_id: int, row: Mapping[str, Any], options: JSONDict) -> Task:
+    """The Task that ``row`` (of ``new_task_rows``) is once inserted as ``task_id``, without
+    reading it back; ``options`` is its ``meta`` as the database returns JSON (a fresh copy)."""
+    stored = dict(UNWRITTEN_DEFAULTS)
+    stored.update(row)
+    stored["id"] = task_id
+    stored["meta"] = options
+    return task_from_row(stored)
 
 
 def enqueue_existing(conn: Connection, task_ids: Sequence[int]) -> None:
