@@ -54,7 +54,7 @@ screenshots: $(VENV)/.dev-installed
 clean-venv:
 	rm -rf $(VENV)
 
-## bench: stask beside a raw SQL loop, pgqueuer and procrastinate (SQLite + PostgreSQL, ~8 min)
+## bench: stask beside a raw SQL loop, pgqueuer and procrastinate (SQLite + PostgreSQL, ~10 min)
 # pgqueuer and procrastinate live in their own virtualenv: never dependencies of stask.
 PEERS_VENV := bench/.venv-peers
 
@@ -67,7 +67,7 @@ $(PEERS_VENV)/.installed:
 bench: $(VENV)/.dev-installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.run
 
-## bench-quick: the same figures with small counts (under 2 min)
+## bench-quick: the same figures with small counts (about 4 min)
 bench-quick: $(VENV)/.dev-installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.run --quick
 
