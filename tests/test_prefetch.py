@@ -271,7 +271,7 @@ def test_a_runner_shows_its_prefetch_and_learned_durations(
         [listed] = stask_json(env, "runners")
         assert listed["id"] == runner.node_id
         assert listed["pace"]["actions"][SHORT]["seen"] >= 20
-        table = stask(env, "runners").stdout
+        table = stask({**env, "COLUMNS": "200"}, "runners").stdout  # no column wrapped
         assert runner.node_id[:20] in table
         assert SHORT in table
         assert "adaptive" in table

@@ -292,24 +292,9 @@ class Runner:
                 # Outcomes waiting to be recorded go in the claim's transaction.
                 batch = self._take_done()
                 try:
-                    finished, logs = _to_record(batch)
-                    began = time.monotonic()
-                    claimed, accepted = self.db.record_and_claim(
-                        self.node_id,
-                        identifiers,
-                        want,
-                        start=starting,
-                        queues=self.options.queues or None,
-                        ahead=ahead,
-                        finished=finished,
-                        logs=logs,
-                    )
-                    self.pace.turn_took(time.monotonic() - began)
-                    self._take_in(claimed, want)
-                    self._recorded(batch, accepted)
+                    claimed = self._turn(identifiers, want, starting, ahead, batch)
                     failures = 0
                 except Exception as err:
-                    self._take_in([], want)
                     if refused_value(err):  # a value in the batch the database refused
                         log.warning("recording %d outcomes failed: %s", len(batch), err)
                         self._record_one_by_one(batch)
@@ -337,6 +322,39 @@ class Runner:
             if lane == 0 and time.monotonic() >= next_reconcile:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self.app.settings.lease_seconds
+
+    def _turn(
+        self,
+        identifiers: list[str],
+        want: int,
+        starting: int,
+        ahead: Ahead | None,
+        batch: list[Finished],
+    ) -> list[Task]:
+        """Record ``batch`` and claim ``want`` tasks in one turn; the turn's reservation (see
+        ``_size_turn``) ends here exactly once, whatever the database does."""
+        reserved = want
+        try:
+            finished, logs = _to_record(batch)
+            began = time.monotonic()
+            claimed, accepted = self.db.record_and_claim(
+                self.node_id,
+                identifiers,
+                want,
+                start=starting,
+                queues=self.options.queues or None,
+                ahead=ahead,
+                finished=finished,
+                logs=logs,
+            )
+            self.pace.turn_took(time.monotonic() - began)
+            reserved = 0
+            self._take_in(claimed, want)
+        finally:
+            if reserved:
+                self._take_in([], reserved)
+        self._recorded(batch, accepted)
+        return claimed
 
     def _size_turn(self, lane: int = 0) -> tuple[int, int, Ahead | None]:
         """How many tasks the next turn of ``lane`` claims (reserved until ``_take_in``; 0: no
