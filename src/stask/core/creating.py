@@ -74,6 +74,10 @@ def _positive_seconds(value: float | None) -> float | None:
     return float(value)
 
 
+# A worker's checked (identifier, action) -> the action's name and the worker's class.
+CheckedWorkers = dict[tuple[str, str], tuple[str, "type[BaseWorker] | None"]]
+
+
 def new_task(
     app: Stask,
     identifier: str,
@@ -87,35 +91,12 @@ def new_task(
     started_by: str | None = None,
     timeout: float | None = None,
     deadline: dt.datetime | None = None,
+    checked_workers: CheckedWorkers | None = None,
 ) -> NewTask:
-    """A checked task to insert: its worker registered and active, its action known."""
-    return _new_task(
-        app, {}, identifier, action, options, priority=priority, run_at=run_at, queue=queue,
-        max_attempts=max_attempts, started_by=started_by, timeout=timeout, deadline=deadline,
-    )  # fmt: skip
+    """A checked task to insert: its worker registered and active, its action known.
 
-
-# A worker's checked (identifier, action) -> the action's name and the worker's class.
-CheckedWorkers = dict[tuple[str, str], tuple[str, "type[BaseWorker] | None"]]
-
-
-def _new_task(
-    app: Stask,
-    checked_workers: CheckedWorkers,
-    identifier: str,
-    action: str,
-    options: Mapping[str, Any] | None,
-    *,
-    priority: str | Priority = Priority.NORMAL,
-    run_at: dt.datetime | None = None,
-    queue: str | None = None,
-    max_attempts: int | None = None,
-    started_by: str | None = None,
-    timeout: float | None = None,
-    deadline: dt.datetime | None = None,
-) -> NewTask:
-    """``new_task``; ``checked_workers`` remembers the workers and actions already found
-    registered and active (create_many checks each pair once per batch)."""
+    ``checked_workers`` remembers the workers and actions already found registered and active
+    (create_many checks each pair once per batch)."""
     for name, text in (("identifier", identifier), ("action", action)):
         if not isinstance(text, str):
             raise ValidationError(f"{name} must be a string, got {type(text).__name__} {text!r}")
@@ -132,9 +113,10 @@ def _new_task(
     limit = app.settings.max_options_bytes
     if checked or limit < len("{}"):  # empty options are "{}": nothing to find in them
         check_json(checked, "the task's options", limit, "max_options_bytes")
-    worker = checked_workers.get((identifier, action))
+    known = {} if checked_workers is None else checked_workers
+    worker = known.get((identifier, action))
     if worker is None:
-        worker = checked_workers[identifier, action] = _checked_worker(app, identifier, action)
+        worker = known[identifier, action] = _checked_worker(app, identifier, action)
     normalized, cls = worker
     attempts = max_attempts if max_attempts is not None else (cls.max_attempts if cls else 3)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -254,17 +236,19 @@ def _create_item(
             raise ValidationError(f"missing key(s) {', '.join(map(repr, missing))}")
         fields = dict(item)
         fields.setdefault("priority", priority)
-        return _new_task(
+        return new_task(
             app,
-            checked_workers,
             fields.pop("identifier"),
             fields.pop("action"),
             fields.pop("options", None),
+            checked_workers=checked_workers,
             **fields,
         )
     if isinstance(item, tuple) and len(item) in (2, 3):
         options = item[2] if len(item) == 3 else None
-        return _new_task(app, checked_workers, item[0], item[1], options, priority=priority)
+        return new_task(
+            app, item[0], item[1], options, priority=priority, checked_workers=checked_workers
+        )
     raise ValidationError(
         f"each item must be (identifier, action[, options]) or a dict, got {item!r}"
     )
